@@ -1,0 +1,31 @@
+"""The ``glioseg`` command: one sub-command per pipeline stage.
+
+Heavy libraries (torch, MONAI) are imported inside the commands so that ``glioseg
+--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from glioseg.cli import data_commands
+
+app = typer.Typer(
+    name="glioseg",
+    help="Glioma segmentation on multi-parametric MRI (t1n, t1c, t2w, t2f) for small, low-quality cohorts.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+data_commands.register(app)
+
+
+def main() -> None:
+    """Entry point of the ``glioseg`` console script."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,51 @@
+"""Helpers shared by the CLI commands: error reporting and option parsing."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+
+from glioseg.errors import GliosegError
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable)
+
+
+def reports_errors(func: F) -> F:
+    """Turn :class:`GliosegError` into a one-line ``error: ...`` on stderr and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except GliosegError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted; finished outputs are kept, nothing half-written was left behind")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_triple(text: str | None, name: str, kind: type = int) -> tuple | None:
+    """Parse ``"64,64,64"`` (or a single ``"64"``) into a 3-tuple; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = tuple(kind(p) for p in parts)
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be three numbers like 64,64,64; got {text!r}") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or any(v <= 0 for v in values):
+        raise typer.BadParameter(f"{name} must be three positive numbers like 64,64,64; got {text!r}")
+    return values

@@ -1,0 +1,102 @@
+"""``glioseg synth``, ``glioseg preview`` and ``glioseg demo``."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from glioseg.cli._common import console, parse_triple, reports_errors
+
+
+class Domain(str, Enum):
+    adult = "adult"
+    ssa = "ssa"
+
+
+def synth(
+    out: Path = typer.Argument(..., help="Folder to write the cases into (created if needed)."),
+    cases: int = typer.Option(5, "--cases", "-n", min=1, help="Number of cases."),
+    domain: Domain = typer.Option(Domain.adult, help="adult: high-quality scans; ssa: BraTS-Africa-like low quality."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same cases bit for bit."),
+    shape: str = typer.Option("240,240,155", help="Grid in voxels, e.g. 64,64,64."),
+    spacing: float = typer.Option(1.0, help="Isotropic voxel size in mm (BraTS: 1)."),
+    start: int = typer.Option(1, help="Index of the first case (to extend a cohort)."),
+) -> None:
+    """Generate synthetic BraTS-like cases (four contrasts + labels) from the MNI152 atlas."""
+    from glioseg.data.synthetic import generate_case, write_case
+
+    grid = parse_triple(shape, "--shape")
+    began = time.perf_counter()
+    for index in range(start, start + cases):
+        t0 = time.perf_counter()
+        case = generate_case(seed, index, domain.value, grid, spacing)
+        folder = write_case(case, out)
+        vol = case.metadata["volumes"]
+        console.print(
+            f"{case.case_id}: WT {vol['WT_ml']:.1f} mL, TC {vol['TC_ml']:.1f} mL, ET {vol['ET_ml']:.1f} mL, "
+            f"{len(case.metadata['lesions'])} lesion(s) -> {folder} ({time.perf_counter() - t0:.1f} s)"
+        )
+    console.print(f"wrote {cases} {domain.value} case(s) to {out} in {time.perf_counter() - began:.1f} s")
+
+
+def preview(
+    case: Path = typer.Argument(..., help="A case folder (any BraTS layout)."),
+    seg: Path | None = typer.Option(None, "--seg", help="Segmentation to overlay (default: the case's own, if any)."),
+    compare: Path | None = typer.Option(None, "--compare", help="A second segmentation shown in an extra row."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="PNG to write (default: ./<ID>-preview.png)."),
+) -> None:
+    """Write a PNG with three slices through the tumour for each modality, labels overlaid."""
+    from glioseg.data.cases import discover_cases, load_case
+    from glioseg.data.io import load_label
+    from glioseg.errors import InputError
+    from glioseg.report.preview import render_preview
+
+    found = discover_cases(case)
+    if found.errors and not found.cases:
+        raise found.errors[0]
+    if len(found.cases) != 1:
+        raise InputError(case, f"expected one case, found {len(found.cases)}")
+    data = load_case(found.cases[0])
+    labels = data.label
+    if seg is not None:
+        labels, _ = load_label(seg)
+        if labels.shape != data.image.shape[1:]:
+            raise InputError(seg, f"shape {labels.shape} differs from the case's {data.image.shape[1:]}")
+    other = None
+    if compare is not None:
+        other, _ = load_label(compare)
+        if other.shape != data.image.shape[1:]:
+            raise InputError(compare, f"shape {other.shape} differs from the case's {data.image.shape[1:]}")
+    target = out or Path(f"{data.case_id}-preview.png")
+    render_preview(data.image, data.affine, target, labels, title=data.case_id, compare_labels=other)
+    console.print(f"wrote {target}")
+
+
+def demo(
+    out: Path = typer.Option(Path("demo_output"), "--out", "-o", help="Folder for everything the demo writes."),
+    seed: int = typer.Option(2024, help="Seed of the synthetic case."),
+) -> None:
+    """Run the main job on an embedded default: a synthetic BraTS-Africa-like case, previewed."""
+    from glioseg.data.synthetic import generate_case, write_case
+    from glioseg.report.preview import render_preview
+
+    t0 = time.perf_counter()
+    case = generate_case(seed, 1, "ssa")
+    folder = write_case(case, out / "cases")
+    png = render_preview(case.image, case.affine, out / f"{case.case_id}-preview.png", case.label, title=f"{case.case_id} (synthetic)")
+    vol = case.metadata["volumes"]
+    console.print(f"synthetic case {case.case_id} (240x240x155, 1 mm, BraTS-Africa-like quality) -> {folder}")
+    console.print(f"ground truth: WT {vol['WT_ml']:.1f} mL, TC {vol['TC_ml']:.1f} mL, ET {vol['ET_ml']:.1f} mL")
+    console.print(f"preview -> {png}")
+    console.print(f"done in {time.perf_counter() - t0:.1f} s. Synthetic phantom data, for demonstration only; not for clinical use.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog="Example: glioseg synth data/ssa --cases 20 --domain ssa --seed 1 --shape 64,64,64 --spacing 3")(
+        reports_errors(synth)
+    )
+    app.command(epilog="Example: glioseg preview data/ssa/SynSSA-s1-0001 --out case1.png")(reports_errors(preview))
+    app.command(epilog="Example: glioseg demo --out demo_output")(reports_errors(demo))

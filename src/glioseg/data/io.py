@@ -1,0 +1,241 @@
+"""NIfTI reading with validation, and atomic NIfTI writing that keeps the input geometry.
+
+Every reader raises :class:`glioseg.errors.InputError` with a one-line message that
+names the file and the problem; every writer writes to a temporary file in the
+destination folder and renames it, so that an interrupted run never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from glioseg.data.labels import to_canonical
+from glioseg.errors import InputError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+#: Largest difference tolerated between two voxel spacings (mm) of one case.
+SPACING_TOLERANCE_MM = 1e-3
+#: Largest difference tolerated between two affines of one case (mm, or unitless for directions).
+AFFINE_TOLERANCE = 1e-2
+
+
+def strip_nifti_suffix(name: str) -> str | None:
+    """Return ``name`` without ``.nii.gz``/``.nii``, or ``None`` if it is not a NIfTI file name."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid of a volume: ``shape`` (voxels), ``affine`` (4x4, voxel -> world mm), ``spacing`` (mm)."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, image: nib.spatialimages.SpatialImage) -> Geometry:
+        shape = tuple(int(s) for s in image.shape[:3])
+        zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+        return cls(shape=shape, affine=np.asarray(image.affine, dtype=np.float64), spacing=zooms)
+
+    def mismatch(self, other: Geometry) -> str | None:
+        """Describe how ``other`` differs from this grid, or return ``None`` when they agree."""
+        if self.shape != other.shape:
+            return f"shape {other.shape} differs from {self.shape}"
+        if not np.allclose(self.spacing, other.spacing, rtol=0, atol=SPACING_TOLERANCE_MM):
+            return f"voxel spacing {_fmt(other.spacing)} mm differs from {_fmt(self.spacing)} mm"
+        if not np.allclose(self.affine, other.affine, rtol=0, atol=AFFINE_TOLERANCE):
+            return "affine (voxel-to-world orientation/origin) differs from the other images of the case"
+        return None
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "x".join(f"{v:g}" for v in values)
+
+
+def read_image(path: str | Path) -> nib.Nifti1Image:
+    """Open a NIfTI file (header only; data stays on disk until asked for).
+
+    Raises
+    ------
+    InputError
+        When the file is missing, empty or not a NIfTI file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "file not found")
+    if p.is_dir():
+        raise InputError(p, "is a folder, expected a NIfTI file")
+    if p.stat().st_size == 0:
+        raise InputError(p, "file is empty")
+    try:
+        image = nib.load(str(p))
+    except Exception as exc:  # nibabel raises many types for broken headers
+        raise InputError(p, f"unreadable NIfTI header ({type(exc).__name__}: {exc})") from None
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise InputError(p, f"not a NIfTI image ({type(image).__name__})")
+    return image
+
+
+def read_data(image: nib.Nifti1Image, path: str | Path, dtype: np.dtype | None) -> np.ndarray:
+    """Read the voxels of an opened image as a 3-D array (trailing singleton axes dropped).
+
+    ``dtype=None`` keeps the stored type (no scaling); errors name ``path``.
+    """
+    try:
+        if dtype is None:
+            data = np.asanyarray(image.dataobj)
+        else:
+            data = np.asarray(image.get_fdata(dtype=dtype))
+    except Exception as exc:  # truncated gzip streams give EOFError, zlib.error, OSError, ValueError
+        raise InputError(path, f"unreadable or truncated image data ({type(exc).__name__}: {exc})") from None
+    if data.ndim > 3 and all(s == 1 for s in data.shape[3:]):
+        data = data.reshape(data.shape[:3])
+    if data.ndim != 3:
+        raise InputError(path, f"image is {data.ndim}-D with shape {tuple(data.shape)}, expected 3-D")
+    return data
+
+
+def load_volume(path: str | Path, dtype: type = np.float32) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Load one 3-D intensity image.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.nii`` or ``.nii.gz`` file.
+    dtype : numpy float type
+        Output type (scaling slope/intercept applied).
+
+    Returns
+    -------
+    data : ndarray, shape (X, Y, Z)
+        Voxel intensities, in the file's voxel order (no reorientation).
+    image : nibabel.Nifti1Image
+        The opened file, for its affine and header.
+
+    Raises
+    ------
+    InputError
+        Unreadable or truncated file, not 3-D, NaN or Inf voxels.
+    """
+    p = Path(path)
+    image = read_image(p)
+    data = read_data(image, p, np.dtype(dtype))
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_bad = int(data.size - np.count_nonzero(finite))
+        kind = "NaN" if np.isnan(data).any() else "Inf"
+        raise InputError(p, f"contains {n_bad} {kind} voxel(s)")
+    return data, image
+
+
+def load_label(path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Load a segmentation as a canonical ``uint8`` label map (legacy ET = 4 becomes 3).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, not 3-D, non-integer labels, values outside ``{0, 1, 2, 3, 4}``.
+    """
+    p = Path(path)
+    image = read_image(p)
+    raw = read_data(image, p, None)
+    try:
+        labels = to_canonical(raw)
+    except ValueError as exc:
+        raise InputError(p, str(exc)) from None
+    return labels, image
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary file keeps ``suffix`` (default: the destination's full suffix, e.g.
+    ``.nii.gz``) so that writers that choose a format by extension behave.  On error
+    the temporary file is removed and the destination is untouched.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(dest.suffixes[-2:]) if dest.name.endswith(".nii.gz") else dest.suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{suffix}", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def save_nifti(
+    data: np.ndarray,
+    path: str | Path,
+    reference: nib.Nifti1Image | None = None,
+    affine: np.ndarray | None = None,
+    dtype: type | None = None,
+) -> Path:
+    """Write a 3-D array as NIfTI, atomically, keeping the geometry of ``reference``.
+
+    Parameters
+    ----------
+    data : ndarray, shape (X, Y, Z)
+        Must match the reference grid when a reference is given.
+    path : path-like
+        Destination ``.nii.gz`` or ``.nii``; parent folders are created.
+    reference : nibabel image, optional
+        Source of affine, qform/sform codes and header fields (units, orientation,
+        descriptions).  Scaling (slope/intercept) is reset.
+    affine : (4, 4) array, optional
+        Used when there is no reference.
+    dtype : numpy type, optional
+        On-disk type (default: ``data.dtype``).
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    arr = np.asarray(data)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    if reference is not None:
+        if tuple(reference.shape[:3]) != arr.shape[:3]:
+            raise ValueError(f"array shape {arr.shape} does not match reference grid {reference.shape[:3]}")
+        header = reference.header.copy()
+        header.set_data_dtype(arr.dtype)
+        image = nib.Nifti1Image(arr, reference.affine, header=header)
+        qform, qcode = reference.get_qform(coded=True)
+        sform, scode = reference.get_sform(coded=True)
+        image.set_qform(qform if qform is not None else reference.affine, int(qcode) if qcode else 0)
+        image.set_sform(sform if sform is not None else reference.affine, int(scode) if scode else 0)
+    else:
+        image = nib.Nifti1Image(arr, affine if affine is not None else np.eye(4))
+        image.header.set_xyzt_units("mm", "sec")
+        image.set_qform(image.affine, 1)
+        image.set_sform(image.affine, 1)
+    image.header.set_slope_inter(1.0, 0.0)
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Human-readable outputs: preview images, per-case and experiment reports."""

@@ -1,0 +1,132 @@
+"""Preview PNGs: three orthogonal slices through the tumour for each modality, labels overlaid.
+
+Volumes are reoriented to RAS+ for display only (files are never changed) and shown
+in neurological convention: patient's right on the image's right, anterior up on axial
+slices, superior up on coronal and sagittal slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from glioseg.data.io import atomic_path  # noqa: E402
+from glioseg.data.labels import LABEL_COLOURS, LABEL_NAMES  # noqa: E402
+from glioseg.data.modalities import MODALITIES  # noqa: E402
+
+_PLANES = ("axial", "coronal", "sagittal")
+
+
+def _label_cmap() -> ListedColormap:
+    colours = [(0, 0, 0, 0)] + [(*LABEL_COLOURS[k], 1.0) for k in sorted(LABEL_COLOURS)]
+    return ListedColormap(colours)
+
+
+def to_ras(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Reorder/flip the last three axes of ``volume`` so that they run R, A, S (display only)."""
+    ornt = nib.orientations.io_orientation(affine)
+    if volume.ndim == 3:
+        return nib.orientations.apply_orientation(volume, ornt)
+    return np.stack([nib.orientations.apply_orientation(v, ornt) for v in volume])
+
+
+def tumour_centre(labels: np.ndarray | None, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Voxel at the centre of mass of the tumour core (or whole tumour, or the volume centre)."""
+    if labels is not None:
+        for members in ((1, 3), (1, 2, 3)):
+            mask = np.isin(labels, members)
+            if mask.any():
+                return tuple(int(round(v)) for v in np.argwhere(mask).mean(axis=0))
+    return tuple(s // 2 for s in shape)
+
+
+def _slice(volume: np.ndarray, plane: str, centre: Sequence[int]) -> np.ndarray:
+    if plane == "axial":
+        return volume[:, :, centre[2]].T
+    if plane == "coronal":
+        return volume[:, centre[1], :].T
+    return volume[centre[0], :, :].T
+
+
+def render_preview(
+    image: np.ndarray,
+    affine: np.ndarray,
+    out_png: str | Path,
+    labels: np.ndarray | None = None,
+    title: str = "",
+    compare_labels: np.ndarray | None = None,
+    compare_title: str = "prediction",
+    spacing: Sequence[float] | None = None,
+) -> Path:
+    """Write a preview PNG.
+
+    Parameters
+    ----------
+    image : ndarray, shape (4, X, Y, Z)
+        Modalities in the order ``t1n, t1c, t2w, t2f``.
+    affine : (4, 4) array
+        Voxel -> world of ``image`` (used to show anatomical planes).
+    out_png : path-like
+    labels : ndarray (X, Y, Z), optional
+        Canonical labels overlaid on every panel (NETC red, SNFH green, ET yellow).
+    compare_labels : ndarray (X, Y, Z), optional
+        A second segmentation (e.g. a prediction) shown in an extra row on t2f/t1c.
+    spacing : three floats, optional
+        Voxel size, for the aspect ratio (default: from ``affine``).
+
+    Returns
+    -------
+    Path of the PNG (written atomically).
+    """
+    img = to_ras(np.asarray(image), affine)
+    lab = to_ras(np.asarray(labels), affine) if labels is not None else None
+    cmp_ = to_ras(np.asarray(compare_labels), affine) if compare_labels is not None else None
+    if spacing is None:
+        spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+        ornt = nib.orientations.io_orientation(affine)
+        spacing = [spacing[int(ax)] for ax in np.argsort(ornt[:, 0])]
+    centre = tumour_centre(lab if lab is not None else cmp_, img.shape[1:])
+    aspect = {
+        "axial": spacing[1] / spacing[0],
+        "coronal": spacing[2] / spacing[0],
+        "sagittal": spacing[2] / spacing[1],
+    }
+    rows = [(MODALITIES[i], img[i], lab) for i in range(len(MODALITIES))]
+    if cmp_ is not None:
+        rows.append((f"t2f + {compare_title}", img[MODALITIES.index("t2f")], cmp_))
+    cmap = _label_cmap()
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 2.9 * len(rows)), facecolor="black")
+    axes = np.atleast_2d(axes)
+    for r, (name, vol, overlay) in enumerate(rows):
+        brain = vol[vol > 0]
+        vmax = float(np.percentile(brain, 99.5)) if brain.size else 1.0
+        for c, plane in enumerate(_PLANES):
+            ax = axes[r, c]
+            ax.imshow(_slice(vol, plane, centre), cmap="gray", vmin=0, vmax=vmax, origin="lower", aspect=aspect[plane])
+            if overlay is not None:
+                sl = _slice(overlay, plane, centre).astype(np.int16)
+                ax.imshow(np.ma.masked_equal(sl, 0), cmap=cmap, vmin=-0.5, vmax=3.5, alpha=0.45,
+                          origin="lower", aspect=aspect[plane], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(plane, color="white", fontsize=10)
+            if c == 0:
+                ax.set_ylabel(name, color="white", fontsize=10)
+    handles = [matplotlib.patches.Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in sorted(LABEL_COLOURS)]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, labelcolor="white", fontsize=9)
+    if title:
+        fig.suptitle(title, color="white", fontsize=11)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, facecolor="black", format="png")
+    plt.close(fig)
+    return Path(out_png)

@@ -1,0 +1,64 @@
+"""The command line: help texts, synth, preview, demo and one-line errors."""
+
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from glioseg.cli import app
+
+runner = CliRunner()
+
+
+def _commands() -> list[str]:
+    return [c.name or c.callback.__name__ for c in app.registered_commands]
+
+
+def test_help_lists_every_command_with_a_description():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in _commands():
+        assert re.search(rf"{name}\s+\S+", result.output), name
+
+
+@pytest.mark.parametrize("name", _commands())
+def test_every_command_help_has_an_example(name):
+    result = runner.invoke(app, [name, "--help"])
+    assert result.exit_code == 0
+    assert "Example: glioseg " + name in result.output.replace("\n", " ").replace("  ", " ")
+
+
+def test_synth_and_preview(tmp_path):
+    result = runner.invoke(app, ["synth", str(tmp_path / "d"), "-n", "2", "--domain", "ssa", "--seed", "3",
+                                 "--shape", "40,40,32", "--spacing", "4"])
+    assert result.exit_code == 0, result.output
+    folders = sorted((tmp_path / "d").iterdir())
+    assert [f.name for f in folders] == ["SynSSA-s3-0001", "SynSSA-s3-0002"]
+    png = tmp_path / "p.png"
+    result = runner.invoke(app, ["preview", str(folders[0]), "--out", str(png)])
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_preview_error_is_one_line_and_names_the_file(tmp_path):
+    runner.invoke(app, ["synth", str(tmp_path / "d"), "-n", "1", "--shape", "40,40,32", "--spacing", "4"])
+    case = tmp_path / "d" / "SynGLI-s0-0001"
+    bad = case / "SynGLI-s0-0001-t1c.nii.gz"
+    img = nib.load(bad)
+    data = img.get_fdata()
+    data[10, 10, 10] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), bad)
+    result = runner.invoke(app, ["preview", str(case), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(bad) in lines[0].replace(" ", "") or str(bad) in "".join(lines)
+    assert "NaN" in result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_bad_shape_option():
+    result = runner.invoke(app, ["synth", "out", "--shape", "64,abc"])
+    assert result.exit_code != 0
+    assert "--shape" in result.output
