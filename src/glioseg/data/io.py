@@ -23,6 +23,9 @@ from glioseg.errors import InputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 #: Largest difference tolerated between two voxel spacings (mm) of one case.
 SPACING_TOLERANCE_MM = 1e-3
 #: Largest difference tolerated between two affines of one case (mm, or unitless for directions).
@@ -177,6 +180,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

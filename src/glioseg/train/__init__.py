@@ -1,0 +1,1 @@
+"""Training: fingerprint -> plan -> preprocess -> train (PyTorch Lightning) -> safe checkpoints."""

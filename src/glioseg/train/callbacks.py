@@ -1,0 +1,180 @@
+"""Lightning callbacks: data epochs, non-pickle checkpoint I/O, epoch summaries and the training curve."""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+
+from glioseg.data.io import atomic_path
+from glioseg.models.checkpoint import load_tree, save_tree
+
+
+class SafeCheckpointIO(CheckpointIO):
+    """Lightning checkpoint I/O through safetensors + JSON (see :mod:`glioseg.models.checkpoint`); never pickles."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        save_tree(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_tree(path, map_location)
+
+    def remove_checkpoint(self, path) -> None:
+        Path(path).unlink(missing_ok=True)
+
+
+class SaveLast(L.Callback):
+    """Write the full training state to ``path`` at the end of every training epoch (after validation)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
+class DataEpoch(L.Callback):
+    """Tell the patch dataset which epoch it is serving (its samples are keyed by it)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.dataset.set_epoch(trainer.current_epoch)
+
+
+class RandomState(L.Callback):
+    """Save and restore the torch, NumPy and Python random states with the training checkpoint."""
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], np_state[1], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": _to_lists(random.getstate()),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        random.setstate(_to_tuples(state_dict["python"]))
+
+
+def _to_lists(obj):
+    return [_to_lists(v) for v in obj] if isinstance(obj, tuple | list) else obj
+
+
+def _to_tuples(obj):
+    return tuple(_to_tuples(v) for v in obj) if isinstance(obj, list | tuple) else obj
+
+
+class EpochSummary(L.Callback):
+    """One line per epoch: loss, validation Dice, learning rate, time, ETA of the run."""
+
+    def __init__(self, printer=print):
+        self.printer = printer
+        self._start = 0.0
+        self._durations: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0 or trainer.sanity_checking:
+            return
+        elapsed = time.perf_counter() - self._start
+        self._durations.append(elapsed)
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        if "train_loss" in metrics:
+            parts.append(f"loss {float(metrics['train_loss']):.4f}")
+        if "val_dice_mean" in metrics:
+            dice = " ".join(f"{r} {float(metrics[f'val_dice_{r}']):.3f}" for r in ("WT", "TC", "ET") if f"val_dice_{r}" in metrics)
+            parts.append(f"val Dice {dice}")
+        parts.append(f"lr {self._lr:.2e}")
+        remaining = (trainer.max_epochs - trainer.current_epoch - 1) * float(np.mean(self._durations[-5:]))
+        parts.append(f"{elapsed:.1f} s, ETA {_duration(remaining)}")
+        self.printer("  ".join(parts))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
+
+
+class TrainingCurve(L.Callback):
+    """Redraw ``training_curve.png`` in the run folder from the CSV log after every epoch."""
+
+    def __init__(self, metrics_csv_dir: Path, out_png: Path):
+        self.metrics_csv_dir = Path(metrics_csv_dir)
+        self.out_png = Path(out_png)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank == 0 and not trainer.sanity_checking:
+            for logger in trainer.loggers:
+                logger.save()
+            plot_training_curve(self.metrics_csv_dir, self.out_png)
+
+
+def read_metrics(csv_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``metric -> [(epoch, value), ...]`` from Lightning CSV logs (all versions, in order)."""
+    series: dict[str, dict[int, float]] = {}
+    for path in sorted(Path(csv_dir).rglob("metrics.csv")):
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                if not row.get("epoch"):
+                    continue
+                epoch = int(float(row["epoch"]))
+                for key, value in row.items():
+                    if key in ("epoch", "step") or value in ("", None):
+                        continue
+                    series.setdefault(key, {})[epoch] = float(value)
+    return {k: sorted(v.items()) for k, v in series.items()}
+
+
+def plot_training_curve(csv_dir: Path, out_png: Path) -> Path | None:
+    """Loss and validation Dice per epoch, written atomically; ``None`` when nothing was logged yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = read_metrics(csv_dir)
+    if "train_loss" not in series:
+        return None
+    fig, ax1 = plt.subplots(figsize=(6, 3.6))
+    epochs, losses = zip(*series["train_loss"], strict=True)
+    ax1.plot([e + 1 for e in epochs], losses, color="black", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax2 = ax1.twinx()
+    colours = {"WT": "tab:green", "TC": "tab:red", "ET": "tab:orange"}
+    for region, colour in colours.items():
+        key = f"val_dice_{region}"
+        if key in series:
+            e, v = zip(*series[key], strict=True)
+            ax2.plot([x + 1 for x in e], v, marker="o", color=colour, label=f"val Dice {region}")
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("validation Dice")
+    handles = ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    labels = ax1.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+    ax1.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(out_png)
