@@ -36,8 +36,6 @@ from glioseg.errors import GliosegError, InputError
 
 #: Non-feature columns of a feature table, in order.
 ID_COLUMNS: tuple[str, ...] = ("case_id", "label_source")
-#: Where a case's tumour mask came from.
-LABEL_SOURCES = ("truth", "labels")
 
 _LABEL_NAME_RE = r"(?:[-_](?:seg|pred|prediction|label|labels))?"
 
