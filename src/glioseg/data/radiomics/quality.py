@@ -15,7 +15,8 @@ Two numbers per modality, meant to flag the low-quality scans of the BraTS-Afric
     ``sqrt(min / max)`` over the three axes.  About 1 for isotropic acquisitions and
     lower when one axis was acquired with thick slices and interpolated.  Divided per
     voxel step, not per mm, because thick slices are usually resampled onto an
-    isotropic grid.
+    isotropic grid.  Anatomy is not isotropic either, so this is a hint rather than a
+    detector (measurements in ``docs/transfer.md``).
 """
 
 from __future__ import annotations
