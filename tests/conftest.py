@@ -52,3 +52,21 @@ def labels_are_nested(labels: np.ndarray) -> bool:
 
     wt, tc, et = labels_to_regions(labels)
     return bool(np.all(tc <= wt) and np.all(et <= tc))
+
+
+def write_random_model(folder, seed=0, spacing=4.0, patch=32, base_features=4, name="nnunet"):
+    """A freshly initialised (untrained) model saved as a glioseg run: enough for geometry and plumbing tests."""
+    from glioseg.models import build_model, model_config
+    from glioseg.models.checkpoint import save_model
+    from glioseg.train.plan import Plan, n_stages_for_patch
+
+    torch.manual_seed(seed)
+    stages = n_stages_for_patch((patch,) * 3)
+    config = model_config(name, stages, base_features)
+    network = build_model(config)
+    plan = Plan(model=name, target_spacing=[spacing] * 3, patch_size=[patch] * 3, batch_size=2, n_stages=stages,
+                base_features=base_features, max_features=320, memory_budget_gib=1.0, estimated_memory_gib=0.5,
+                median_shape=[40.0] * 3, model_config=config.to_dict())
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(network.state_dict(), {"plan": plan.to_dict(), "model_config": config.to_dict(), "seed": seed}, folder / "model")
+    return folder

@@ -20,4 +20,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "segment"]
+
+
+def __getattr__(name: str):
+    # ``glioseg.segment`` without importing torch at ``import glioseg``
+    if name == "segment":
+        from glioseg.infer import segment
+
+        return segment
+    raise AttributeError(f"module 'glioseg' has no attribute {name!r}")

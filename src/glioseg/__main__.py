@@ -1,0 +1,5 @@
+"""``python -m glioseg`` runs the ``glioseg`` command."""
+
+from glioseg.cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""``glioseg predict``."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from glioseg.cli._common import console, err_console, parse_triple, reports_errors
+
+
+class TTA(str, Enum):
+    none = "none"
+    flip = "flip"
+    full = "full"
+
+
+def predict(
+    input: Path | None = typer.Argument(None, help="A case folder, a folder of cases, or an nnU-Net dataset."),
+    model: list[Path] = typer.Option(..., "--model", "-m", help="A run (or a folder of fold runs); repeat for an ensemble."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <ID>.nii.gz label maps."),
+    weights: str | None = typer.Option(None, help="Ensemble weights: w1,w2,... per --model, or weights.json."),
+    tta: TTA = typer.Option(TTA.flip, help="Mirroring: none, flip (left-right), full (all 8)."),
+    overlap: float = typer.Option(0.5, help="Sliding-window overlap in [0, 1)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    thresholds: str = typer.Option("0.5,0.5,0.5", help="Probability thresholds for WT, TC, ET."),
+    save_probabilities: bool = typer.Option(False, "--save-probabilities", help="Also write <ID>_probabilities.npz (float16)."),
+    t1n: Path | None = typer.Option(None, help="Single case given as files: the T1 native image."),
+    t1c: Path | None = typer.Option(None, help="... the T1 contrast-enhanced image."),
+    t2w: Path | None = typer.Option(None, help="... the T2-weighted image."),
+    t2f: Path | None = typer.Option(None, help="... the T2-FLAIR image."),
+) -> None:
+    """Segment cases with one model, a fold ensemble or a weighted model ensemble (BraTS labels 1/2/3)."""
+    import numpy as np
+
+    from glioseg.infer.batch import (
+        PredictOptions,
+        discover_input,
+        groups_from_paths,
+        load_weights_file,
+        predict_cases,
+    )
+
+    cases, errors = discover_input(input, {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f})
+    groups = groups_from_paths(model)
+    parsed_weights = None
+    if weights:
+        if weights.endswith(".json"):
+            parsed_weights = load_weights_file(weights, groups)
+        else:
+            try:
+                parsed_weights = np.asarray([float(w) for w in weights.split(",")])
+            except ValueError:
+                raise typer.BadParameter(f"--weights must be numbers like 0.6,0.4 or a .json file, got {weights!r}") from None
+    options = PredictOptions(
+        tta=tta.value, overlap=overlap, device=device, thresholds=parse_triple(thresholds, "--thresholds", float),
+        save_probabilities=save_probabilities, weights=parsed_weights,
+    )
+    members = sum(len(g.members) for g in groups)
+    console.print(f"{len(cases)} case(s), {len(groups)} model(s) with {members} member(s), TTA {tta.value}, overlap {overlap}")
+    report = predict_cases(cases, groups, out, options, printer=console.print)
+    failures = [(str(e.path), str(e)) for e in errors] + report.failed
+    console.print(f"wrote {len(report.written)} segmentation(s) to {out}")
+    if failures:
+        err_console.print(f"[bold red]{len(failures)} case(s) failed:[/]")
+        for name, message in failures:
+            err_console.print(f"  {message}")
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        epilog="Example: glioseg predict data/BraTS-SSA --model runs/nnunet --model runs/mednext --weights 0.6,0.4 "
+        "--tta flip --out predictions"
+    )(reports_errors(predict))

@@ -1,0 +1,170 @@
+"""``glioseg predict``: segment every case of an input, write BraTS label maps, never stop at a bad case."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from glioseg.data.cases import Case, discover_cases, load_case
+from glioseg.data.io import atomic_path, save_nifti, strip_nifti_suffix
+from glioseg.data.labels import REGIONS
+from glioseg.data.modalities import MODALITIES
+from glioseg.errors import GliosegError, InputError
+from glioseg.infer.ensemble import Prediction, segment_case
+from glioseg.infer.models import ModelGroup, find_members
+
+
+@dataclass
+class PredictOptions:
+    tta: str = "flip"
+    overlap: float = 0.5
+    device: str = "auto"
+    thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    save_probabilities: bool = False
+    weights: Sequence | np.ndarray | None = None
+    postprocess: Callable[[np.ndarray, object], np.ndarray] | None = None
+    after_case: Callable[[Case, object, Prediction, Path], None] | None = None
+    track_variance: bool = False
+
+
+@dataclass
+class BatchReport:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", "cuda requested but no CUDA device is available")
+    return device
+
+
+def cases_from_files(files: dict[str, str | Path]) -> Case:
+    """A case from four files given by modality (the ID is the t1n file name without modality suffix)."""
+    missing = [m for m in MODALITIES if not files.get(m)]
+    if missing:
+        raise InputError("input", f"four files are needed; missing {', '.join('--' + m for m in missing)}")
+    paths = {m: Path(files[m]) for m in MODALITIES}
+    for m, p in paths.items():
+        if not p.exists():
+            raise InputError(p, f"file not found (given as --{m})")
+    stem = strip_nifti_suffix(paths["t1n"].name) or paths["t1n"].stem
+    for suffix in ("-t1n", "_t1n", "_t1", "-t1", "_0000"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return Case(case_id=stem, images=paths, label=None, layout="files")
+
+
+def load_weights_file(path: str | Path, groups: Sequence[ModelGroup]) -> np.ndarray:
+    """Per-region weights from ``glioseg ensemble-weights`` JSON, in the order of ``groups``.
+
+    Models are matched by name (the folder name of each ``--model``) or, failing that, by order.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(p, f"unreadable weights file ({exc})") from None
+    entries = doc.get("models") if isinstance(doc, dict) else None
+    if not entries or not all("weights" in e for e in entries):
+        raise InputError(p, 'expected {"models": [{"name": ..., "weights": [wt, tc, et]}, ...]}')
+    by_name = {e.get("name"): e for e in entries}
+    ordered = []
+    for index, group in enumerate(groups):
+        entry = by_name.get(group.name) or (entries[index] if index < len(entries) else None)
+        if entry is None:
+            raise InputError(p, f"no weights for model {group.name}")
+        w = entry["weights"]
+        ordered.append([w[r] for r in REGIONS] if isinstance(w, dict) else w)
+    return np.asarray(ordered, dtype=float)
+
+
+def save_probabilities(prediction: Prediction, path: Path, affine: np.ndarray) -> Path:
+    """Region probabilities as float16 in a compressed npz (``probabilities`` (3, X, Y, Z), ``regions``, ``affine``)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        probabilities=prediction.probabilities.astype(np.float16),
+        regions=np.asarray(REGIONS),
+        affine=np.asarray(affine, dtype=np.float64),
+    )
+    with atomic_path(path, suffix=".npz") as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return path
+
+
+def load_probabilities(path: str | Path) -> np.ndarray:
+    """Read probabilities written by :func:`save_probabilities` as float32 ``(3, X, Y, Z)``."""
+    with np.load(path, allow_pickle=False) as data:
+        return data["probabilities"].astype(np.float32)
+
+
+def predict_cases(
+    cases: Sequence[Case],
+    groups: Sequence[ModelGroup],
+    out_dir: str | Path,
+    options: PredictOptions,
+    printer: Callable[[str], None] = print,
+) -> BatchReport:
+    """Segment ``cases`` one by one; a failing case is reported and the others go on."""
+    out = Path(out_dir)
+    device = resolve_device(options.device)
+    for group in groups:  # a model that cannot be loaded is an error of the run, not of a case
+        for member in group.members:
+            member.load("cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    report = BatchReport()
+    for case in cases:
+        try:
+            data = load_case(case, with_label=False)
+            prediction = segment_case(
+                data, groups, options.weights, options.tta, options.overlap, device, options.thresholds,
+                track_variance=options.track_variance,
+            )
+            labels = prediction.labels
+            if options.postprocess is not None:
+                labels = options.postprocess(labels, data)
+                prediction.labels = labels
+            target = out / f"{case.case_id}.nii.gz"
+            save_nifti(labels.astype(np.uint8), target, reference=data.reference, dtype=np.uint8)
+            if options.save_probabilities:
+                save_probabilities(prediction, out / f"{case.case_id}_probabilities.npz", data.affine)
+            if options.after_case is not None:
+                options.after_case(case, data, prediction, target)
+            report.written.append(target)
+            voxel_ml = float(np.prod(data.spacing)) / 1000
+            vols = ", ".join(
+                f"{r} {v * voxel_ml:.1f} mL"
+                for r, v in zip(REGIONS, (np.count_nonzero(labels), np.count_nonzero((labels == 1) | (labels == 3)), np.count_nonzero(labels == 3)), strict=True)
+            )
+            printer(f"{case.case_id}: {vols} -> {target}")
+        except GliosegError as exc:
+            report.failed.append((case.case_id, str(exc)))
+            printer(f"{case.case_id}: FAILED: {exc}")
+    return report
+
+
+def discover_input(input_path: str | Path | None, files: dict[str, str | Path] | None = None) -> tuple[list[Case], list[InputError]]:
+    """Cases of INPUT (a case folder, a folder of cases, an nnU-Net dataset) or of four files."""
+    if files and any(files.values()):
+        return [cases_from_files(files)], []
+    if input_path is None:
+        raise InputError("input", "give an INPUT folder or the four files --t1n --t1c --t2w --t2f")
+    found = discover_cases(input_path)
+    return found.cases, found.errors
+
+
+def groups_from_paths(paths: Sequence[str | Path]) -> list[ModelGroup]:
+    if not paths:
+        raise InputError("--model", "at least one --model is needed")
+    return [find_members(p) for p in paths]

@@ -1,0 +1,112 @@
+"""Segment one case with one or more models: per-model probabilities on the input grid, weighted mean, labels.
+
+Every member predicts in its own preprocessed space (its plan's spacing), its probabilities
+are put back on the input grid and accumulated in place into one ``(3, X, Y, Z)`` array, so
+memory does not grow with the number of models.  Labels follow from the averaged
+probabilities with the nesting enforced (see :func:`glioseg.data.labels.probabilities_to_labels`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from glioseg.data.cases import CaseData
+from glioseg.data.labels import REGIONS, probabilities_to_labels
+from glioseg.data.preprocess import preprocess_case, restore_to_original
+from glioseg.errors import ConfigError
+from glioseg.infer.models import ModelGroup
+from glioseg.infer.windows import predict_probabilities, tta_flips
+
+
+@dataclass
+class Prediction:
+    """Result for one case on its input grid: labels ``(X, Y, Z)`` uint8, probabilities ``(3, X, Y, Z)``."""
+
+    case_id: str
+    labels: np.ndarray
+    probabilities: np.ndarray
+    member_probabilities_variance: np.ndarray | None = None
+
+
+def normalise_weights(weights: Sequence | np.ndarray | None, n_groups: int) -> np.ndarray:
+    """Per-group, per-region weights ``(n_groups, 3)``; equal when ``None``.
+
+    Accepts one number per group or three (WT, TC, ET) per group.
+    """
+    if weights is None:
+        return np.ones((n_groups, len(REGIONS)))
+    w = np.asarray(weights, dtype=float)
+    if w.ndim == 1:
+        w = np.repeat(w[:, None], len(REGIONS), axis=1)
+    if w.shape != (n_groups, len(REGIONS)):
+        raise ConfigError(f"got weights for {w.shape[0]} model(s) but {n_groups} --model argument(s)")
+    if np.any(w < 0) or np.any(w.sum(axis=0) <= 0):
+        raise ConfigError("ensemble weights must be non-negative with a positive sum per region")
+    return w
+
+
+def segment_case(
+    data: CaseData,
+    groups: Sequence[ModelGroup],
+    weights: Sequence | np.ndarray | None = None,
+    tta: str = "flip",
+    overlap: float = 0.5,
+    device: str = "cpu",
+    thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    track_variance: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Prediction:
+    """Ensemble prediction for a loaded case.
+
+    Parameters
+    ----------
+    data : CaseData (images ``(4, X, Y, Z)``)
+    groups : one :class:`ModelGroup` per ``--model`` (its members are averaged with equal weight)
+    weights : per group, one number or (WT, TC, ET) numbers; default equal
+    tta : ``none``, ``flip`` or ``full`` mirroring
+    overlap : sliding-window overlap
+    thresholds : probability thresholds for WT, TC, ET
+    track_variance : also return the voxel-wise variance of the member probabilities
+        (for the uncertainty score of reports)
+
+    Returns
+    -------
+    Prediction
+    """
+    w = normalise_weights(weights, len(groups))
+    shape = data.image.shape[1:]
+    accumulated = np.zeros((len(REGIONS), *shape), dtype=np.float32)
+    first_moment = np.zeros_like(accumulated) if track_variance else None
+    second_moment = np.zeros_like(accumulated) if track_variance else None
+    n_members = 0
+    preprocessed: dict[tuple[float, ...], tuple[np.ndarray, object]] = {}
+    flips = tta_flips(tta, data.affine)
+    for group, group_weights in zip(groups, w, strict=True):
+        share = (group_weights / w.sum(axis=0)).astype(np.float32)[:, None, None, None]
+        for member in group.members:
+            spacing = tuple(float(s) for s in member.plan["target_spacing"])
+            if spacing not in preprocessed:
+                image, _, info = preprocess_case(CaseData(data.case_id, data.image, None, data.reference), spacing)
+                preprocessed[spacing] = (image, info)
+            image, info = preprocessed[spacing]
+            if progress:
+                progress(f"{data.case_id}: {group.name}/{member.name}")
+            network = member.load(device)
+            probs = predict_probabilities(network, image, member.plan["patch_size"], overlap, flips, device)
+            del network
+            full = restore_to_original(probs, info)
+            accumulated += share * full / len(group.members)
+            if second_moment is not None:
+                first_moment += full
+                second_moment += full * full
+            n_members += 1
+            del full, probs
+    variance = None
+    if second_moment is not None:  # spread of the members' probabilities (each member counted once)
+        mean = first_moment / max(n_members, 1)
+        variance = np.maximum(second_moment / max(n_members, 1) - mean * mean, 0)
+    labels = probabilities_to_labels(accumulated, thresholds)
+    return Prediction(data.case_id, labels, accumulated, variance)
