@@ -64,7 +64,7 @@ def predict(
     console.print(f"wrote {len(report.written)} segmentation(s) to {out}")
     if failures:
         err_console.print(f"[bold red]{len(failures)} case(s) failed:[/]")
-        for name, message in failures:
+        for _case, message in failures:
             err_console.print(f"  {message}")
         raise typer.Exit(code=1)
 
