@@ -1,0 +1,116 @@
+"""Cross-validation: train every fold, predict each fold's held-out cases, score them lesion-wise.
+
+A CV run folder::
+
+    CV/fold_0 ... CV/fold_{k-1}   one training run each (a fold ensemble for `glioseg predict`)
+    CV/oof/<ID>.nii.gz            out-of-fold labels of every training case
+    CV/oof/<ID>_probabilities.npz out-of-fold region probabilities (float16)
+    CV/cv/per_case.csv, per_lesion.csv, summary.json   lesion-wise metrics of the out-of-fold labels
+    CV/cv_summary.json            mean lesion-wise Dice / HD95 per fold and overall
+
+Every step skips finished work, so rerunning after an interruption continues where it stopped
+(an unfinished fold resumes from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from glioseg.data.cases import discover_cases
+from glioseg.data.io import write_text_atomic
+from glioseg.data.labels import REGIONS
+from glioseg.errors import ConfigError, InputError
+from glioseg.train.run import TrainOptions, resume, train
+
+
+def load_splits(path: str | Path) -> list[dict[str, list[str]]]:
+    p = Path(path)
+    try:
+        folds = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(p, f"unreadable splits file ({exc})") from None
+    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) and "train" in f and "val" in f for f in folds):
+        raise InputError(p, 'expected a list of {"train": [...], "val": [...]} (nnU-Net splits_final.json)')
+    return folds
+
+
+def run_fold(options: TrainOptions, fold: int, printer=print):
+    """Train (or resume, or skip when finished) fold ``fold`` of a CV run in ``options.out/fold_<k>``."""
+    fold_dir = Path(options.out) / f"fold_{fold}"
+    if (fold_dir / "model.json").exists():
+        printer(f"fold {fold}: finished earlier, skipped")
+        return fold_dir
+    if (fold_dir / "run.json").exists():
+        printer(f"fold {fold}: resuming")
+        resume(fold_dir, printer=printer)
+        return fold_dir
+    printer(f"fold {fold}: training")
+    cache = options.cache or str(Path(options.out) / "preprocessed")
+    train(replace(options, out=str(fold_dir), fold=str(fold), cache=cache), printer=printer)
+    return fold_dir
+
+
+def predict_out_of_fold(cv_dir: Path, data: Path, folds, tta: str = "flip", printer=print) -> Path:
+    """Predict each fold's validation cases with that fold's model into ``cv_dir/oof``."""
+    from glioseg.infer.batch import PredictOptions, predict_cases
+    from glioseg.infer.models import find_members
+
+    cases = discover_cases(data).by_id()
+    oof = cv_dir / "oof"
+    for k, fold in enumerate(folds):
+        todo = [cases[c] for c in fold["val"] if not (oof / f"{c}_probabilities.npz").exists()]
+        if not todo:
+            continue
+        group = find_members(cv_dir / f"fold_{k}")
+        report = predict_cases(todo, [group], oof, PredictOptions(tta=tta, save_probabilities=True), printer=printer)
+        if report.failed:
+            raise InputError(report.failed[0][0], f"out-of-fold prediction failed: {report.failed[0][1]}")
+    return oof
+
+
+def summarize_cross_validation(cv_dir: Path, data: Path, folds, definition: str = "brats2024-ssa") -> dict:
+    """Lesion-wise metrics of the out-of-fold labels, per fold and overall (written to ``cv_summary.json``)."""
+    from glioseg.evaluate import evaluate, write_outputs
+
+    run = evaluate(cv_dir / "oof", data, definition=definition)
+    if run.failures:
+        raise InputError(run.failures[0].case_id, f"could not score out-of-fold prediction: {run.failures[0].message}")
+    write_outputs(run, cv_dir / "cv")
+    by_case = {r.case_id: r for r in run.results}
+
+    def stats(results) -> dict:
+        out = {}
+        for region in REGIONS:
+            dice = [r.regions[region].lesionwise_dice for r in results]
+            hd = [r.regions[region].lesionwise_hd95 for r in results]
+            out[region] = {"lesionwise_dice": float(np.mean(dice)), "lesionwise_hd95": float(np.mean(hd)), "n": len(results)}
+        return out
+
+    summary = {
+        "definition": definition,
+        "folds": [stats([by_case[c] for c in fold["val"] if c in by_case]) for fold in folds],
+        "overall": stats(run.results),
+    }
+    write_text_atomic(cv_dir / "cv_summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def cross_validate(options: TrainOptions, tta: str = "flip", printer=print) -> dict:
+    """Train all folds of ``options.splits``, predict out of fold, and summarise (resumable)."""
+    if options.splits is None:
+        raise ConfigError("--fold all needs --splits (make them with `glioseg split`)")
+    folds = load_splits(options.splits)
+    cv_dir = Path(options.out)
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(len(folds)):
+        run_fold(options, k, printer)
+    predict_out_of_fold(cv_dir, Path(options.data), folds, tta, printer)
+    summary = summarize_cross_validation(cv_dir, Path(options.data), folds)
+    overall = summary["overall"]
+    printer("cross-validation (out-of-fold, lesion-wise Dice): " + ", ".join(
+        f"{r} {overall[r]['lesionwise_dice']:.3f}" for r in REGIONS))
+    return summary
