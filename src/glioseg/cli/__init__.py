@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from glioseg.cli import data_commands, infer_commands, train_commands, transfer_commands
+from glioseg.cli import data_commands, import_commands, infer_commands, train_commands, transfer_commands
 
 app = typer.Typer(
     name="glioseg",
@@ -23,6 +23,7 @@ data_commands.register(app)
 train_commands.register(app)
 infer_commands.register(app)
 transfer_commands.register(app)
+import_commands.register(app)
 
 
 def main() -> None:
