@@ -36,22 +36,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/demo-model")
     parser.add_argument("--threads", default="1")
+    parser.add_argument("--export-only", action="store_true", help="skip data and training; export WORK/run again")
     args = parser.parse_args()
     work = Path(args.work)
     env = {**os.environ, "OMP_NUM_THREADS": args.threads}
     glioseg = [sys.executable, "-m", "glioseg"]
     t0 = time.time()
-    if not (work / "data").exists():
+    if not args.export_only and not (work / "data").exists():
         run([*glioseg, "synth", str(work / "data"), "--cases", "12", "--domain", "adult", "--seed", "7"], env)
         run([*glioseg, "synth", str(work / "data"), "--cases", "12", "--domain", "ssa", "--seed", "7"], env)
-    run([*glioseg, "train", str(work / "data"), "--model", "nnunet", "--out", str(work / "run"), "--spacing", "3",
-         "--patch", "40,40,40", "--base-features", "12", "--epochs", "30", "--iters-per-epoch", "50", "--seed", "0"], env)
+    if not args.export_only:
+        run([*glioseg, "train", str(work / "data"), "--model", "nnunet", "--out", str(work / "run"), "--spacing", "3",
+             "--patch", "40,40,40", "--base-features", "12", "--epochs", "30", "--iters-per-epoch", "50", "--seed", "0"], env)
 
-    from safetensors.torch import load_file
+    from glioseg.infer.models import find_members
+    from glioseg.models.checkpoint import canonical_state_dict, save_model
 
-    from glioseg.models.checkpoint import save_model
-
-    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(work / "run" / "model.safetensors")).items()}
+    (member,) = find_members(work / "run").members
+    network = member.load("cpu")
+    state = {k: v.half() if v.is_floating_point() else v for k, v in canonical_state_dict(network).items()}
     info = json.loads((work / "run" / "model.json").read_text())
     for key in ("format", "versions"):
         info.pop(key, None)

@@ -24,7 +24,7 @@ from glioseg.data.io import load_volume
 from glioseg.data.synthetic import generate_case
 from glioseg.errors import InputError
 from glioseg.models import ModelConfig, build_model, set_deep_supervision
-from glioseg.models.checkpoint import read_model_files
+from glioseg.models.checkpoint import load_weights, read_model_files
 from glioseg.models.nnunet_import import import_nnunet, load_nnunet_checkpoint
 
 pytest.importorskip("nnunetv2")
@@ -97,7 +97,7 @@ def _imported_network(folder, tmp_path):
     state, doc = read_model_files(tmp_path)
     config = ModelConfig.from_dict(doc["model_config"])
     network = build_model(config, deep_supervision=True)
-    network.load_state_dict(state, strict=True)
+    load_weights(network, state, tmp_path)
     return network.eval(), config, doc
 
 

@@ -11,7 +11,7 @@ from glioseg.data.preprocess import PreprocessedCache
 from glioseg.data.synthetic import generate_cohort
 from glioseg.errors import ConfigError, InputError
 from glioseg.models import ModelConfig, build_model, set_deep_supervision
-from glioseg.models.checkpoint import read_model_files
+from glioseg.models.checkpoint import canonical_state_dict, load_weights, read_model_files
 from glioseg.train.callbacks import read_metrics
 from glioseg.train.data import PatchDataset
 from glioseg.train.loss import DeepSupervisionLoss, RegionDiceBCELoss, deep_supervision_weights
@@ -70,7 +70,7 @@ def test_loss_falls_and_dice_beats_untrained_model(trained, train_data):
     untrained = _dice_on_case(build_model(config), config, plan, x, y)
     state, info = read_model_files(result.run_dir)
     network = build_model(config)
-    network.load_state_dict(state)
+    load_weights(network, state, result.run_dir)
     learned = _dice_on_case(network, config, plan, x, y)
     assert learned[0] > untrained[0] + 0.2, (name, learned, untrained)
     assert learned[0] > 0.4
@@ -83,8 +83,10 @@ def test_save_load_gives_identical_outputs(trained):
     state, info = read_model_files(result.run_dir / "model.safetensors")
     config = ModelConfig.from_dict(info["model_config"])
     first, second = build_model(config), build_model(config)
-    first.load_state_dict(state)
-    second.load_state_dict(read_model_files(result.run_dir / "model.json")[0])
+    load_weights(first, state, result.run_dir)
+    load_weights(second, read_model_files(result.run_dir / "model.json")[0], result.run_dir)
+    # each tensor is stored once, under its first name (no decoder.encoder.* / all_modules.* aliases)
+    assert set(state) == set(canonical_state_dict(first)) and len(state) < len(first.state_dict())
     x = torch.randn(1, 4, 32, 32, 32)
     for net in (first, second):
         net.eval()

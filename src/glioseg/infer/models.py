@@ -37,20 +37,12 @@ class Member:
     def load(self, device: str = "cpu") -> nn.Module:
         """Build the network, load its weights (any stored float dtype), switch to inference mode."""
         from glioseg.models import ModelConfig, build_model, set_deep_supervision
-        from glioseg.models.checkpoint import read_model_files
+        from glioseg.models.checkpoint import load_weights, read_model_files
 
         state, _ = read_model_files(self.path)
         config = ModelConfig.from_dict(self.info["model_config"])
         network = build_model(config, deep_supervision=True)  # the heads exist in every checkpoint
-        try:
-            result = network.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # size mismatches
-            detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
-            raise InputError(self.path, f"weights do not match the model configuration in model.json ({detail})") from None
-        problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
-        if problems:
-            more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-            raise InputError(self.path, f"weights do not match the model configuration in model.json ({problems[0]}{more})")
+        load_weights(network, state, self.path)
         set_deep_supervision(network, config, False)
         return network.to(device).eval()
 

@@ -123,6 +123,39 @@ def _header(path: Path) -> dict[str, str]:
         raise InputError(path, f"not a readable safetensors file ({type(exc).__name__}: {exc})") from None
 
 
+def canonical_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of ``model``, each tensor once under its first name.
+
+    ``state_dict()`` of dynamic-network-architectures' U-Nets lists most tensors two or three
+    times (the decoder keeps the encoder; ``all_modules`` repeats ``conv``/``norm``); storing the
+    aliases would triple the file size.
+    """
+    persistent = model.state_dict(keep_vars=True)
+    named = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    return {name: tensor for name, tensor in named.items() if name in persistent}
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load ``state`` (canonical or full) into ``model``; aliases need not be present.
+
+    Raises
+    ------
+    InputError
+        Missing, unexpected or mis-shaped tensors, naming ``source`` and the first offender.
+    """
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatches
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise InputError(source, f"weights do not match the model configuration ({detail})") from None
+    canonical = set(canonical_state_dict(model))
+    missing = [k for k in result.missing_keys if k in canonical]
+    problems = [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in result.unexpected_keys]
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise InputError(source, f"weights do not match the model configuration ({problems[0]}{more})")
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages that determine a model's behaviour."""
     out = {"python": platform.python_version()}

@@ -74,6 +74,7 @@ from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
 from glioseg.errors import ConfigError, InputError
 from glioseg.models import ModelConfig, build_model
+from glioseg.models.checkpoint import canonical_state_dict
 from glioseg.models.nnunet import resolve_op
 
 #: Normalised channel names (lower case, letters and digits only) -> glioseg modality.
@@ -679,7 +680,7 @@ def import_nnunet(
         "use_mask_for_norm": masked,
     }
     return ImportedModel(
-        state_dict={k: v.detach().clone() for k, v in network.state_dict().items()},
+        state_dict={k: v.detach().clone() for k, v in canonical_state_dict(network).items()},
         config=model_config,
         plan=plan.to_dict(),
         imported_from=imported_from,

@@ -235,7 +235,7 @@ def _fit(out, plan, recipe, split, cache, options, initial_state, ckpt_path, pri
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from torch.utils.data import DataLoader
 
-    from glioseg.models.checkpoint import load_tree, save_model
+    from glioseg.models.checkpoint import canonical_state_dict, load_tree, save_model
     from glioseg.train.callbacks import (
         DataEpoch,
         EpochSummary,
@@ -317,5 +317,5 @@ def _fit(out, plan, recipe, split, cache, options, initial_state, ckpt_path, pri
             "trained_on": str(options.data),
             "disclaimer": DISCLAIMER,
         }
-        save_model(module.network.state_dict(), info, out / "model")
+        save_model(canonical_state_dict(module.network), info, out / "model")
     return RunResult(out, plan, metrics)
