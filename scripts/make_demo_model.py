@@ -58,11 +58,15 @@ def main() -> None:
     info = json.loads((work / "run" / "model.json").read_text())
     for key in ("format", "versions"):
         info.pop(key, None)
+    previous = ASSETS / "model.json"
+    if args.export_only and previous.exists():
+        info["wall_time_s"] = json.loads(previous.read_text()).get("wall_time_s")
     info["purpose"] = ("Demonstration model trained by glioseg on synthetic phantoms (scripts/make_demo_model.py); "
                        "not for clinical use and not a BraTS model.")
     info["trained_on"] = "24 synthetic cases (12 adult, 12 ssa; glioseg synth --seed 7)"
     info["weights_dtype"] = "float16"
-    info["wall_time_s"] = round(time.time() - t0)
+    if not args.export_only:
+        info["wall_time_s"] = round(time.time() - t0)
     ASSETS.mkdir(parents=True, exist_ok=True)
     save_model(state, info, ASSETS / "model")
     shutil.copy(work / "run" / "training_curve.png", ASSETS / "training_curve.png")

@@ -10,6 +10,12 @@ import typer
 
 from glioseg.cli._common import console, parse_triple, reports_errors
 
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo"
+DEMO_NOTICE = (
+    "Synthetic phantom data and a demonstration model trained by glioseg on synthetic phantoms: "
+    "for demonstration only, not for clinical use."
+)
+
 
 class Domain(str, Enum):
     adult = "adult"
@@ -78,20 +84,52 @@ def preview(
 def demo(
     out: Path = typer.Option(Path("demo_output"), "--out", "-o", help="Folder for everything the demo writes."),
     seed: int = typer.Option(2024, help="Seed of the synthetic case."),
+    tta: str = typer.Option("flip", help="Mirroring: none, flip or full."),
 ) -> None:
-    """Run the main job on an embedded default: a synthetic BraTS-Africa-like case, previewed."""
+    """Run the main job on an embedded default: segment a synthetic BraTS-Africa-like case and score it."""
+    import json
+
+    import numpy as np
+
+    from glioseg.data.cases import discover_cases, load_case
+    from glioseg.data.io import save_nifti, write_text_atomic
     from glioseg.data.synthetic import generate_case, write_case
+    from glioseg.evaluate import evaluate_labels
+    from glioseg.infer.ensemble import segment_case
+    from glioseg.infer.models import find_members
     from glioseg.report.preview import render_preview
 
     t0 = time.perf_counter()
+    console.print(DEMO_NOTICE)
     case = generate_case(seed, 1, "ssa")
     folder = write_case(case, out / "cases")
-    png = render_preview(case.image, case.affine, out / f"{case.case_id}-preview.png", case.label, title=f"{case.case_id} (synthetic)")
-    vol = case.metadata["volumes"]
-    console.print(f"synthetic case {case.case_id} (240x240x155, 1 mm, BraTS-Africa-like quality) -> {folder}")
-    console.print(f"ground truth: WT {vol['WT_ml']:.1f} mL, TC {vol['TC_ml']:.1f} mL, ET {vol['ET_ml']:.1f} mL")
-    console.print(f"preview -> {png}")
-    console.print(f"done in {time.perf_counter() - t0:.1f} s. Synthetic phantom data, for demonstration only; not for clinical use.")
+    console.print(f"1/4 synthetic case {case.case_id} (240x240x155, 1 mm, BraTS-Africa-like quality) -> {folder}")
+    data = load_case(discover_cases(folder).cases[0])
+    t1 = time.perf_counter()
+    prediction = segment_case(data, [find_members(DEMO_MODEL)], tta=tta)
+    seg_path = save_nifti(prediction.labels, out / f"{case.case_id}.nii.gz", reference=data.reference, dtype=np.uint8)
+    console.print(f"2/4 segmented with the bundled demo model in {time.perf_counter() - t1:.1f} s -> {seg_path}")
+    png = render_preview(data.image, data.affine, out / f"{case.case_id}-preview.png", data.label,
+                         title=f"{case.case_id} (synthetic): ground truth overlay; last row: prediction",
+                         compare_labels=prediction.labels, compare_title="prediction")
+    console.print(f"3/4 preview (ground truth on every modality, prediction in the last row) -> {png}")
+    result = evaluate_labels(prediction.labels, data.label, data.spacing, "brats2024-ssa", case.case_id)
+    scores = {
+        region: {
+            "lesionwise_dice": r.lesionwise_dice,
+            "lesionwise_hd95_mm": r.lesionwise_hd95,
+            "legacy_dice": r.legacy_dice,
+            "tp_fp_fn_lesions": [r.n_tp, r.n_fp, r.n_fn],
+        }
+        for region, r in result.regions.items()
+    }
+    write_text_atomic(out / "scores.json", json.dumps({"case_id": case.case_id, "definition": "brats2024-ssa",
+                                                       "synthetic": True, "scores": scores}, indent=2) + "\n")
+    console.print("4/4 BraTS lesion-wise scores (brats2024-ssa definition) -> " + str(out / "scores.json"))
+    console.print(f"    {'region':6s} {'lesion-wise Dice':>16s} {'lesion-wise HD95 (mm)':>22s} {'legacy Dice':>12s}")
+    for region, s in scores.items():
+        console.print(f"    {region:6s} {s['lesionwise_dice']:16.3f} {s['lesionwise_hd95_mm']:22.2f} {s['legacy_dice']:12.3f}")
+    console.print(f"done in {time.perf_counter() - t0:.1f} s. {DEMO_NOTICE}")
 
 
 def register(app: typer.Typer) -> None:

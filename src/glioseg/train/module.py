@@ -36,17 +36,14 @@ class SegmentationModule(L.LightningModule):
     ----------
     plan : Plan (network configuration, patch size)
     recipe : Recipe (optimiser, schedule)
-    initial_state : optional state dict to start from (fine-tuning)
     """
 
-    def __init__(self, plan: Plan, recipe: Recipe, initial_state: dict[str, torch.Tensor] | None = None):
+    def __init__(self, plan: Plan, recipe: Recipe):
         super().__init__()
         self.plan = plan
         self.recipe = recipe
         self.config = ModelConfig.from_dict(plan.model_config)
         self.network = build_model(self.config, deep_supervision=True)
-        if initial_state is not None:
-            self.network.load_state_dict(initial_state)
         self.loss = DeepSupervisionLoss()
         self._val_scores: list[torch.Tensor] = []
 

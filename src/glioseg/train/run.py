@@ -44,7 +44,7 @@ class TrainOptions:
     iters_per_epoch: int | None = None
     spacing: list[float] | None = None
     patch: list[int] | None = None
-    batch_size: int = 2
+    batch_size: int | None = 2  # None: the pre-trained plan's (fine-tuning)
     base_features: int = 32
     memory_budget_gib: float | None = None
     devices: int = 1
@@ -62,7 +62,8 @@ class TrainOptions:
     cache: str | None = None
     allow_empty_labels: bool = False
     val_fraction: float = 0.2
-    init_from: str | None = None  # set by fine-tuning: a model file to start from
+    pretrained: str | None = None  # fine-tune from this model (glioseg model files or an nnU-Net v2 result)
+    pretrained_fold: int = 0  # fold to take from an nnU-Net result
     progress_bar: bool = True
 
 
@@ -99,7 +100,7 @@ def resolve_split(cases: list[Case], splits: str | None, fold: str | None, val_f
         if fold is None:
             raise ConfigError("--splits needs --fold (a fold number, or 'all' for fine-tuning every fold)")
         if fold == "all":
-            raise ConfigError("--fold all trains every fold: use `glioseg finetune` or loop over --fold 0..k-1")
+            raise ConfigError("--fold all is cross-validation: run it through glioseg.train.crossval.cross_validate")
         k = int(fold)
         if not 0 <= k < len(folds):
             raise ConfigError(f"--fold {k} does not exist in {path} ({len(folds)} folds)")
@@ -124,18 +125,51 @@ def _default_precision(accelerator: str) -> str:
     return "32-true"
 
 
-def prepare(options: TrainOptions, printer=print) -> tuple[Plan, Recipe, dict[str, Any], PreprocessedCache]:
+@dataclass
+class Prepared:
+    """Everything a run needs, decided before any training."""
+
+    plan: Plan
+    recipe: Recipe
+    split: dict[str, Any]
+    cache: PreprocessedCache
+    pretrained: tuple | None = None  # (state, info, target config, upkern)
+
+
+def _finetune_recipe(base: Recipe, options: TrainOptions) -> Recipe:
+    from glioseg.train.finetune import FINETUNE_EPOCHS, FINETUNE_LR_FACTOR, FINETUNE_WARMUP_FRACTION
+
+    epochs = options.epochs or FINETUNE_EPOCHS
+    warmup = options.warmup_epochs if options.warmup_epochs is not None else max(1, round(FINETUNE_WARMUP_FRACTION * epochs))
+    return base.with_(epochs=epochs, lr=options.lr or base.lr * FINETUNE_LR_FACTOR, warmup_epochs=warmup)
+
+
+def prepare(options: TrainOptions, printer=print) -> Prepared:
     """Everything before training: checks, split, fingerprint, preprocessing, plan. Raises before any training."""
+    from glioseg.models.memory import estimate_training_memory
+
     data = Path(options.data)
     out = Path(options.out)
+    pretrained = None
+    if options.pretrained:
+        from glioseg.train.finetune import load_pretrained, transfer_plan
+
+        state, info = load_pretrained(options.pretrained, options.pretrained_fold)
+        pre_plan, target_config, upkern = transfer_plan(info, options.model or None, options.batch_size)
+        if options.spacing and not np.allclose(options.spacing, pre_plan.target_spacing):
+            raise ConfigError(
+                f"fine-tuning keeps the pre-trained spacing {pre_plan.target_spacing} mm; omit --spacing"
+            )
+        if options.patch and list(options.patch) != list(pre_plan.patch_size):
+            raise ConfigError(f"fine-tuning keeps the pre-trained patch {pre_plan.patch_size}; omit --patch")
+        pretrained = (state, info, target_config, upkern)
     cases = _labelled_cases(data)
     train_ids, val_ids, split_note = resolve_split(cases, options.splits, options.fold, options.val_fraction, options.seed)
     by_id = {c.case_id: c for c in cases}
     used = [by_id[i] for i in sorted(set(train_ids) | set(val_ids))]
     fingerprint = header_fingerprint([by_id[i] for i in train_ids])
-    spacing = tuple(options.spacing) if options.spacing else tuple(fingerprint.median_spacing)
-    base_recipe = recipe_for(options.model)
-    recipe = base_recipe.with_(
+    model_name = pre_plan.model if pretrained else options.model
+    recipe = recipe_for(model_name).with_(
         epochs=options.epochs,
         iters_per_epoch=options.iters_per_epoch,
         lr=options.lr,
@@ -145,9 +179,21 @@ def prepare(options: TrainOptions, printer=print) -> tuple[Plan, Recipe, dict[st
         augment=options.augment,
         low_quality_augment=options.low_quality_augment,
     )
-    if options.patch:  # a given patch is checked against the memory budget before any preprocessing
-        make_plan(fingerprint, options.model, spacing, tuple(options.patch), options.batch_size,
-                  options.base_features, memory_budget_gib=options.memory_budget_gib)
+    if pretrained:
+        recipe = _finetune_recipe(recipe, options)
+        spacing = tuple(pre_plan.target_spacing)
+        estimate = estimate_training_memory(pretrained[2], tuple(pre_plan.patch_size), pre_plan.batch_size).total_gib
+        budget = options.memory_budget_gib
+        if budget is not None and estimate > budget:
+            raise ConfigError(
+                f"the pre-trained plan needs about {estimate:.1f} GiB per training step, more than the memory "
+                f"budget of {budget:.1f} GiB; lower --batch-size or raise --memory-budget"
+            )
+    else:
+        spacing = tuple(options.spacing) if options.spacing else tuple(fingerprint.median_spacing)
+        if options.patch:  # a given patch is checked against the memory budget before any preprocessing
+            make_plan(fingerprint, options.model, spacing, tuple(options.patch), options.batch_size or 2,
+                      options.base_features, memory_budget_gib=options.memory_budget_gib)
     cache = PreprocessedCache(options.cache or out / "preprocessed", spacing)
     infos, labels = [], []
     empty = []
@@ -166,8 +212,11 @@ def prepare(options: TrainOptions, printer=print) -> tuple[Plan, Recipe, dict[st
             "check the files or pass --allow-empty-labels",
         )
     fingerprint = add_preprocessed_statistics(fingerprint, infos, None, labels)
-    plan = make_plan(fingerprint, options.model, spacing, tuple(options.patch) if options.patch else None,
-                     options.batch_size, options.base_features, memory_budget_gib=options.memory_budget_gib)
+    if pretrained:
+        plan = pre_plan
+    else:
+        plan = make_plan(fingerprint, options.model, spacing, tuple(options.patch) if options.patch else None,
+                         options.batch_size or 2, options.base_features, memory_budget_gib=options.memory_budget_gib)
     for case in used:
         shape = cache.info(case.case_id).shape
         if any(p > s for p, s in zip(plan.patch_size, shape, strict=True)):
@@ -180,30 +229,38 @@ def prepare(options: TrainOptions, printer=print) -> tuple[Plan, Recipe, dict[st
     out.mkdir(parents=True, exist_ok=True)
     fingerprint.save(out / "fingerprint.json")
     plan.save(out / "plan.json")
-    return plan, recipe, split, cache
+    return Prepared(plan, recipe, split, cache, pretrained)
 
 
 def train(options: TrainOptions, printer=print, extra_callbacks: list | None = None) -> RunResult:
     """Train one model as described by ``options``; returns where it went and its last validation scores."""
-    from glioseg.models.checkpoint import read_model_files
-
     out = Path(options.out)
     run_json = out / "run.json"
     if run_json.exists():
         raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    plan, recipe, split, cache = prepare(options, printer)
-    initial_state = None
-    if options.init_from:
-        initial_state, _ = read_model_files(options.init_from)
+    prepared = prepare(options, printer)
     record = {
         "options": asdict(options),
-        "split": split,
-        "recipe": recipe.to_dict(),
+        "split": prepared.split,
+        "recipe": prepared.recipe.to_dict(),
         "seed": options.seed,
+        "pretrained": _pretrained_note(prepared.pretrained, options) if prepared.pretrained else None,
         "disclaimer": DISCLAIMER,
     }
     write_text_atomic(run_json, json.dumps(record, indent=1) + "\n")
-    return _fit(out, plan, recipe, split, cache, options, initial_state, None, printer, extra_callbacks)
+    return _fit(out, prepared.plan, prepared.recipe, prepared.split, prepared.cache, options, prepared.pretrained,
+                None, printer, extra_callbacks)
+
+
+def _pretrained_note(pretrained, options: TrainOptions) -> dict[str, Any]:
+    _, info, target, upkern = pretrained
+    return {
+        "source": str(options.pretrained),
+        "model": (info.get("plan") or {}).get("model"),
+        "imported_from": info.get("imported_from"),
+        "upkern": bool(upkern),
+        "trained_on": info.get("trained_on"),
+    }
 
 
 def resume(out: str | Path, printer=print, extra_callbacks: list | None = None, devices: int | None = None) -> RunResult:
@@ -228,7 +285,7 @@ def resume(out: str | Path, printer=print, extra_callbacks: list | None = None, 
     return _fit(out, plan, recipe, record["split"], cache, options, None, last if last.exists() else None, printer, extra_callbacks)
 
 
-def _fit(out, plan, recipe, split, cache, options, initial_state, ckpt_path, printer, extra_callbacks) -> RunResult:
+def _fit(out, plan, recipe, split, cache, options, pretrained, ckpt_path, printer, extra_callbacks) -> RunResult:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import TQDMProgressBar
@@ -249,7 +306,17 @@ def _fit(out, plan, recipe, split, cache, options, initial_state, ckpt_path, pri
     from glioseg.train.module import SegmentationModule
 
     L.seed_everything(options.seed, workers=True, verbose=False)
-    module = SegmentationModule(plan, recipe, initial_state)
+    module = SegmentationModule(plan, recipe)
+    if pretrained is not None and ckpt_path is None:
+        from glioseg.train.finetune import initial_state_for
+
+        state, info, target, upkern = pretrained
+        reinitialised = initial_state_for(state, info, target, module.network, upkern)
+        printer(
+            f"pre-trained weights loaded{' (UpKern k3 -> k5)' if upkern else ''}; "
+            f"{len(reinitialised)} tensor(s) keep a fresh initialisation"
+            + (f": {', '.join(reinitialised[:4])}{' ...' if len(reinitialised) > 4 else ''}" if reinitialised else "")
+        )
     dataset = PatchDataset(
         cache,
         split["train"],
