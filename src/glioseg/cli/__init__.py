@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from glioseg.cli import data_commands
+from glioseg.cli import data_commands, evaluate_commands
 
 app = typer.Typer(
     name="glioseg",
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 
 data_commands.register(app)
+evaluate_commands.register(app)
 
 
 def main() -> None:
