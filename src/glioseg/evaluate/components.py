@@ -38,6 +38,10 @@ NEIGHBOURS_18 = np.argwhere(DILATION_STRUCTURE) - 1
 NEIGHBOURS_18 = NEIGHBOURS_18[np.any(NEIGHBOURS_18 != 0, axis=1)]
 
 Box = tuple[slice, slice, slice]
+#: Fixed cost of one small dilation call, in voxels of a whole-array dilation (order of magnitude).
+_CALL_COST = 5_000
+#: Below this many voxels scipy's dilation (less fixed cost) beats the shifted-OR one.
+_SMALL_ARRAY = 20_000
 
 
 def bounding_box(mask: np.ndarray) -> Box | None:
@@ -86,9 +90,38 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n)
 
 
+def _grow_along(mask: np.ndarray, axis: int) -> np.ndarray:
+    """``mask`` dilated by one voxel both ways along ``axis`` (nothing enters from outside)."""
+    out = mask.copy()
+    low = [slice(None)] * 3
+    high = [slice(None)] * 3
+    low[axis], high[axis] = slice(0, -1), slice(1, None)
+    out[tuple(low)] |= mask[tuple(high)]
+    out[tuple(high)] |= mask[tuple(low)]
+    return out
+
+
 def dilate(mask: np.ndarray, iterations: int = DILATION_ITERATIONS) -> np.ndarray:
-    """Binary dilation with the 18-neighbourhood element, ``iterations`` times (C-ordered bool array)."""
-    return ndimage.binary_dilation(mask, structure=DILATION_STRUCTURE, iterations=iterations)
+    """Binary dilation with the 18-neighbourhood element (:data:`DILATION_STRUCTURE`), ``iterations`` times.
+
+    Same result as ``scipy.ndimage.binary_dilation(mask, DILATION_STRUCTURE, iterations)``
+    (outside the array counts as background), computed about twice as fast: the
+    18-neighbourhood is the union of the three 3x3 plates through the centre, and a plate
+    is the product of two 3-voxel lines, so each iteration is a handful of shifted ORs.
+
+    Returns
+    -------
+    ndarray of bool, C-ordered, same shape
+    """
+    if np.size(mask) < _SMALL_ARRAY:  # scipy's call is cheaper on small boxes
+        return ndimage.binary_dilation(mask, structure=DILATION_STRUCTURE, iterations=iterations)
+    out = np.ascontiguousarray(mask, dtype=bool)
+    for _ in range(iterations):
+        along0, along1 = _grow_along(out, 0), _grow_along(out, 1)
+        out = _grow_along(along0, 1)
+        out |= _grow_along(along0, 2)
+        out |= _grow_along(along1, 2)
+    return out
 
 
 def merge_by_dilation(
@@ -146,7 +179,7 @@ def _dilate_by_parts(mask: np.ndarray, iterations: int) -> np.ndarray:
     labels, n = cc3d.connected_components(mask, connectivity=CONNECTIVITY, return_N=True, out_dtype=np.uint32)
     boxes = ndimage.find_objects(labels)
     grown = [pad_box(b, iterations, mask.shape) for b in boxes]
-    work = sum(int(np.prod([s.stop - s.start for s in b])) for b in grown)
+    work = sum(int(np.prod([s.stop - s.start for s in b])) + _CALL_COST for b in grown)
     if work >= mask.size:
         return dilate(mask, iterations)
     out = np.zeros(mask.shape, dtype=bool)
@@ -178,20 +211,18 @@ def touching_pairs(first: np.ndarray, second: np.ndarray) -> set[tuple[int, int]
     ----------
     first, second : ndarray of int, same shape (X, Y, Z); 0 is background.
     """
-    pairs: set[tuple[int, int]] = set()
-    points = np.argwhere(second > 0)
-    if points.size == 0 or not np.any(first):
-        return pairs
-    values = second[tuple(points.T)]
-    shape = np.asarray(first.shape)
-    for offset in np.vstack([np.zeros((1, 3), dtype=int), NEIGHBOURS_18]):
-        moved = points + offset
-        inside = np.all((moved >= 0) & (moved < shape), axis=1)
-        found = first[tuple(moved[inside].T)]
-        keep = found > 0
-        if keep.any():
-            pairs.update(zip(found[keep].tolist(), values[inside][keep].tolist(), strict=True))
-    return pairs
+    if not np.any(first) or not np.any(second):
+        return set()
+    a = np.pad(np.asarray(first, dtype=np.int64), 1)
+    b = np.pad(np.asarray(second, dtype=np.int64), 1).ravel()
+    at = np.flatnonzero(b)
+    strides = np.array([a.shape[1] * a.shape[2], a.shape[2], 1])
+    steps = np.vstack([np.zeros((1, 3), dtype=int), NEIGHBOURS_18]) @ strides
+    found = a.ravel()[at[:, None] + steps[None, :]]
+    hit = found > 0
+    span = int(b.max()) + 1
+    codes = np.unique(found[hit] * span + np.broadcast_to(b[at][:, None], found.shape)[hit])
+    return {(int(c // span), int(c % span)) for c in codes}
 
 
 def group_by_touching(et_lesions: np.ndarray, netc_lesions: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from glioseg.data.io import atomic_path
@@ -46,6 +47,9 @@ from glioseg.evaluate.components import bounding_box
 CODE_KERNEL = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]])
 #: Radius (voxels) of the neighbourhood searched offset by offset before a k-d tree takes over.
 SEARCH_RADIUS = 3
+#: Cost of one k-d tree query for a far point, in voxels of a distance transform (measured,
+#: order of magnitude): above ``grid size / this`` far points, the transform is used instead.
+_KD_QUERY_COST = 20
 _NORMALS_CACHE = "surfel-normals-v1.npy"
 
 
@@ -182,18 +186,22 @@ def _offset_lengths(offsets: np.ndarray, sampling: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _ball_offsets(spacing: tuple[float, float, float], radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer offsets no longer than ``radius * min(spacing)`` mm, sorted by length, and their lengths.
+def _ball_shells(spacing: tuple[float, float, float], radius: int) -> list[tuple[float, np.ndarray]]:
+    """Integer offsets no longer than ``radius * min(spacing)`` mm, grouped by length, shortest first.
 
     Every offset of that length or shorter has coordinates within ``radius`` voxels, so the
-    list is complete up to that length.
+    shells are complete up to that length.
+
+    Returns
+    -------
+    list of (length in mm, offsets of shape (k, 3))
     """
     r = np.arange(-radius, radius + 1)
     offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(-1, 3)
     lengths = _offset_lengths(offsets, np.asarray(spacing, dtype=np.float64))
     inside = lengths <= radius * min(spacing)
-    order = np.argsort(lengths[inside], kind="stable")
-    return offsets[inside][order], lengths[inside][order]
+    offsets, lengths = offsets[inside], lengths[inside]
+    return [(float(length), offsets[lengths == length]) for length in np.unique(lengths)]
 
 
 def nearest_distances(
@@ -205,9 +213,10 @@ def nearest_distances(
 ) -> np.ndarray:
     """Distance (mm) from each query grid point to the nearest target grid point.
 
-    Offsets up to :data:`SEARCH_RADIUS` voxels are tried in order of increasing length
-    (most surfels meet the other surface within a voxel or two); the points left are
-    answered by a k-d tree over the targets.  The cost grows with the number of points,
+    Offsets up to :data:`SEARCH_RADIUS` voxels are tried shell by shell in order of
+    increasing length (most surfels meet the other surface within a voxel or two); the
+    points left are answered by a k-d tree over the targets, or, when they are many, by
+    ``scipy.ndimage.distance_transform_edt`` over the grid (the reference's own method).  The cost grows with the number of points,
     not with the size of the grid.
 
     Parameters
@@ -234,13 +243,14 @@ def nearest_distances(
         target_grid = np.zeros(int(np.prod(shape)), dtype=bool)
         target_grid[targets] = True
     spacing = tuple(float(s) for s in spacing)
-    offsets, lengths = _ball_offsets(spacing, SEARCH_RADIUS)
     strides = np.array([shape[1] * shape[2], shape[2], 1])
-    steps = offsets @ strides
     pending = queries
     slots = np.arange(queries.shape[0])
-    for step, length in zip(steps.tolist(), lengths.tolist(), strict=True):
-        hit = target_grid[pending + step]
+    for length, offsets in _ball_shells(spacing, SEARCH_RADIUS):
+        if pending.size * _KD_QUERY_COST > target_grid.size:
+            break  # too many points left for a point-wise search: one distance transform instead
+        steps = offsets @ strides
+        hit = target_grid[pending[:, None] + steps[None, :]].any(axis=1) if steps.size > 1 else target_grid[pending + steps[0]]
         if hit.any():
             result[slots[hit]] = length
             miss = ~hit
@@ -248,6 +258,11 @@ def nearest_distances(
             if pending.size == 0:
                 return result
     sampling = np.asarray(spacing, dtype=np.float64)
+    if pending.size * _KD_QUERY_COST > target_grid.size:
+        # Many far points: one distance transform over the grid is cheaper than the queries.
+        grid = ~target_grid.reshape(shape)
+        result[slots] = ndimage.distance_transform_edt(grid, sampling=sampling).ravel()[pending]
+        return result
     points = np.stack(np.unravel_index(targets, shape), axis=1)
     where = np.stack(np.unravel_index(pending, shape), axis=1)
     tree = cKDTree(points * sampling, balanced_tree=False, compact_nodes=False)
