@@ -160,6 +160,8 @@ def _evaluate_job(pair: Pair, definition: str, geometry: str) -> tuple[CaseResul
         return None, str(exc), time.perf_counter() - began
     except MemoryError:
         return None, f"{pair.pred}: out of memory", time.perf_counter() - began
+    except Exception as exc:  # a bug must not stop the other cases; it is reported with its type
+        return None, f"{pair.pred}: internal error ({type(exc).__name__}: {exc})", time.perf_counter() - began
 
 
 def evaluate(
