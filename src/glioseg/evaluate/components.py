@@ -176,16 +176,23 @@ def _dilate_by_parts(mask: np.ndarray, iterations: int) -> np.ndarray:
     a voxel reached in ``iterations`` steps lies in the grown box) and proportional to
     lesion size instead.
     """
-    labels, n = cc3d.connected_components(mask, connectivity=CONNECTIVITY, return_N=True, out_dtype=np.uint32)
-    boxes = ndimage.find_objects(labels)
-    grown = [pad_box(b, iterations, mask.shape) for b in boxes]
-    work = sum(int(np.prod([s.stop - s.start for s in b])) + _CALL_COST for b in grown)
-    if work >= mask.size:
-        return dilate(mask, iterations)
     out = np.zeros(mask.shape, dtype=bool)
+    whole = pad_box(bounding_box(mask), iterations, mask.shape)
+    if _volume(whole) * 4 < mask.size:  # compact: one dilation in the mask's own box
+        out[whole] = dilate(mask[whole], iterations)
+        return out
+    labels = cc3d.connected_components(mask, connectivity=CONNECTIVITY, out_dtype=np.uint32)
+    grown = [pad_box(b, iterations, mask.shape) for b in ndimage.find_objects(labels)]
+    if sum(_volume(b) + _CALL_COST for b in grown) >= _volume(whole):
+        out[whole] = dilate(mask[whole], iterations)
+        return out
     for box in grown:
         out[box] |= dilate(mask[box], iterations)
     return out
+
+
+def _volume(box: Box) -> int:
+    return int(np.prod([s.stop - s.start for s in box]))
 
 
 def remove_small_lesions(lesions: np.ndarray, max_voxels: int) -> np.ndarray:
