@@ -50,6 +50,8 @@ SEARCH_RADIUS = 3
 #: Cost of one k-d tree query for a far point, in voxels of a distance transform (measured,
 #: order of magnitude): above ``grid size / this`` far points, the transform is used instead.
 _KD_QUERY_COST = 20
+#: Shells always searched before the distance-transform shortcut is considered.
+_SHELLS_BEFORE_GIVING_UP = 4
 _NORMALS_CACHE = "surfel-normals-v1.npy"
 
 
@@ -246,11 +248,13 @@ def nearest_distances(
     strides = np.array([shape[1] * shape[2], shape[2], 1])
     pending = queries
     slots = np.arange(queries.shape[0])
-    for length, offsets in _ball_shells(spacing, SEARCH_RADIUS):
-        if pending.size * _KD_QUERY_COST > target_grid.size:
-            break  # too many points left for a point-wise search: one distance transform instead
-        steps = offsets @ strides
-        hit = target_grid[pending[:, None] + steps[None, :]].any(axis=1) if steps.size > 1 else target_grid[pending + steps[0]]
+    for shell, (length, offsets) in enumerate(_ball_shells(spacing, SEARCH_RADIUS)):
+        if shell >= _SHELLS_BEFORE_GIVING_UP and pending.size * _KD_QUERY_COST > target_grid.size:
+            break  # many points still far: one distance transform for them instead
+        steps = (offsets @ strides).tolist()
+        hit = target_grid[pending + steps[0]]
+        for step in steps[1:]:
+            hit |= target_grid[pending + step]
         if hit.any():
             result[slots[hit]] = length
             miss = ~hit
