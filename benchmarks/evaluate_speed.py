@@ -73,12 +73,12 @@ for case_id, pred, gt in json.load(open(pairs_file)):
         nib.save(nib.Nifti1Image(data, img.affine, img.header), gt)
     work = tempfile.mkdtemp(dir=scratch)
     os.chdir(work)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = module.get_LesionWiseResults(pred, gt, "BraTS-SSA")
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     frame = out[0] if isinstance(out, tuple) else out
     rows = {r["Labels"]: {k: float(v) for k, v in r.items() if k != "Labels"} for _, r in frame.iterrows()}
-    print(json.dumps({"case_id": case_id, "seconds": seconds, "regions": rows}), flush=True)
+    print(json.dumps({"case_id": case_id, "seconds": seconds, "cpu": cpu, "regions": rows}), flush=True)
     os.chdir(scratch)
     shutil.rmtree(work, ignore_errors=True)
 shutil.rmtree(scratch, ignore_errors=True)
@@ -161,7 +161,9 @@ def main() -> None:
     surfel_area_table((1.0, 1.0, 1.0))
     startup = time.perf_counter() - t0
     official_ready = bool(args.official_dir and args.official_python and Path(args.official_dir).is_dir())
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores visible, 1 thread used")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores visible, 1 thread used, "
+          f"load average {load:.1f} at start")
     print(f"python {platform.python_version()}; {len(pairs)} pairs (240x240x155, 1 mm); glioseg start-up {startup:.2f} s once")
     definitions = ["brats2024-ssa", "brats2023"] if args.definition == "both" else [args.definition]
     for definition in definitions:
@@ -171,11 +173,11 @@ def main() -> None:
             subset = pairs[: args.official_cases] if args.official_cases else pairs
             theirs = _official(subset, "brats2024" if definition == "brats2024-ssa" else "brats2023", args.official_dir, args.official_python)
         print(f"\n== {definition}")
-        print(f"{'case':24s} {'glioseg s':>10s} {'(cpu s)':>8s} {'official s':>11s} {'ratio':>7s}")
+        print(f"{'case':24s} {'glioseg s':>10s} {'(cpu s)':>8s} {'official s':>11s} {'(cpu s)':>8s} {'ratio':>7s}")
         for case_id, _, _ in pairs:
             m = mine[case_id]
             o = theirs.get(case_id)
-            off = f"{o['seconds']:11.1f} {o['seconds'] / m['seconds']:6.0f}x" if o else f"{'-':>11s} {'-':>7s}"
+            off = f"{o['seconds']:11.1f} {o['cpu']:8.1f} {o['seconds'] / m['seconds']:6.0f}x" if o else f"{'-':>11s} {'-':>8s} {'-':>7s}"
             print(f"{case_id:24s} {m['seconds']:10.2f} {m['cpu']:8.2f} {off}")
         wall = [m["seconds"] for m in mine.values()]
         cpu = [m["cpu"] for m in mine.values()]
@@ -185,9 +187,12 @@ def main() -> None:
             shared = [c for c in theirs if c in mine]
             off_mean = statistics.mean(theirs[c]["seconds"] for c in shared)
             my_mean = statistics.mean(mine[c]["seconds"] for c in shared)
+            off_cpu = statistics.mean(theirs[c]["cpu"] for c in shared)
+            my_cpu = statistics.mean(mine[c]["cpu"] for c in shared)
             worst, count = _max_difference(mine, theirs)
-            print(f"official: mean {off_mean:.1f} s/case on {len(shared)} case(s); glioseg on the same cases "
-                  f"{my_mean:.2f} s/case: {off_mean / my_mean:.0f}x faster")
+            print(f"official: mean {off_mean:.1f} s/case (cpu {off_cpu:.1f} s) on {len(shared)} case(s); glioseg on the "
+                  f"same cases {my_mean:.2f} s/case (cpu {my_cpu:.2f} s): {off_mean / my_mean:.0f}x faster "
+                  f"(cpu time: {off_cpu / my_cpu:.0f}x)")
             print(f"numbers: {count} values compared, max abs difference {worst:.3g}")
         elif not official_ready:
             print("official scripts not timed (give --official-dir and --official-python)")
