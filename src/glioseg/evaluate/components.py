@@ -81,11 +81,11 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
     Returns
     -------
-    labels : ndarray of uint32, same shape, Fortran-ordered
+    labels : ndarray of unsigned int (uint16 or wider), same shape, Fortran-ordered
     n : int
     """
     labels, n = cc3d.connected_components(
-        np.asfortranarray(mask, dtype=bool), connectivity=CONNECTIVITY, return_N=True, out_dtype=np.uint32
+        np.asfortranarray(mask, dtype=bool), connectivity=CONNECTIVITY, return_N=True
     )
     return labels, int(n)
 
@@ -148,22 +148,22 @@ def merge_by_dilation(
 
     Returns
     -------
-    lesions : ndarray of uint32, same shape
+    lesions : ndarray of unsigned int, same shape
         0 outside ``mask``.
-    dilated : ndarray of uint32, same shape
+    dilated : ndarray of unsigned int, same shape
         Numbered components of the dilated mask (0 outside it).
     n : int
         Number of merged lesions.
     """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
-        zeros = np.zeros(mask.shape, np.uint32)
+        zeros = np.zeros(mask.shape, np.uint16)
         return zeros, zeros.copy(), 0
     dilated_mask = np.ascontiguousarray(_dilate_by_parts(mask, iterations))
     dilated, n = cc3d.connected_components(
-        dilated_mask, connectivity=CONNECTIVITY, return_N=True, out_dtype=np.uint32
+        dilated_mask, connectivity=CONNECTIVITY, return_N=True
     )
-    lesions = np.where(mask, dilated, np.uint32(0))
+    lesions = np.where(mask, dilated, dilated.dtype.type(0))
     return lesions, dilated, int(n)
 
 
@@ -181,7 +181,7 @@ def _dilate_by_parts(mask: np.ndarray, iterations: int) -> np.ndarray:
     if _volume(whole) * 4 < mask.size:  # compact: one dilation in the mask's own box
         out[whole] = dilate(mask[whole], iterations)
         return out
-    labels = cc3d.connected_components(mask, connectivity=CONNECTIVITY, out_dtype=np.uint32)
+    labels = cc3d.connected_components(mask, connectivity=CONNECTIVITY)
     grown = [pad_box(b, iterations, mask.shape) for b in ndimage.find_objects(labels)]
     if sum(_volume(b) + _CALL_COST for b in grown) >= _volume(whole):
         out[whole] = dilate(mask[whole], iterations)

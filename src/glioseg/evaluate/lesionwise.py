@@ -54,6 +54,7 @@ from glioseg.evaluate.components import (
     merge_by_dilation,
     pad_box,
     remove_small_lesions,
+    shift_box,
     union_box,
 )
 from glioseg.evaluate.surface import hd95
@@ -384,18 +385,25 @@ def _score_lesions(
     region where predicted lesions match it; dilations of different lesions never overlap
     because merged lesions are exactly the components of the dilated GT mask).
     """
-    gt_counts = np.bincount(gt_lesions.ravel(order="K"))
     pred_counts = np.bincount(pred_lesions.ravel(order="K"))
     n_pred_ids = len(pred_counts)
     pred_ids = np.flatnonzero(pred_counts[1:]) + 1
-    # (GT lesion, predicted lesion) pairs within reach, and the overlap of each GT lesion.
-    both = (gt_reach > 0) & (pred_lesions > 0)
-    codes = np.unique(gt_reach[both].astype(np.int64) * n_pred_ids + pred_lesions[both])
-    matches: dict[int, list[int]] = {}
-    for gt_id, pred_id in zip((codes // n_pred_ids).tolist(), (codes % n_pred_ids).tolist(), strict=True):
-        matches.setdefault(gt_id, []).append(pred_id)
-    overlap = np.bincount(gt_lesions[pred_lesions > 0].ravel(), minlength=len(gt_counts))
-    gt_boxes = ndimage.find_objects(gt_lesions)
+    # Everything about GT lesions happens inside the box of their dilation.
+    reach_box = bounding_box(gt_reach)
+    if reach_box is None:
+        gt_counts, matches, overlap, gt_boxes = np.zeros(1, np.int64), {}, np.zeros(1, np.int64), []
+    else:
+        reach, lesions, preds = gt_reach[reach_box], gt_lesions[reach_box], pred_lesions[reach_box]
+        gt_counts = np.bincount(lesions.ravel(order="K"))
+        # (GT lesion, predicted lesion) pairs within reach, and the overlap of each GT lesion.
+        both = (reach > 0) & (preds > 0)
+        codes = np.unique(reach[both].astype(np.int64) * n_pred_ids + preds[both])
+        matches: dict[int, list[int]] = {}
+        for gt_id, pred_id in zip((codes // n_pred_ids).tolist(), (codes % n_pred_ids).tolist(), strict=True):
+            matches.setdefault(gt_id, []).append(pred_id)
+        overlap = np.bincount(lesions[preds > 0].ravel(), minlength=len(gt_counts))
+        origin = tuple(s.start for s in reach_box)
+        gt_boxes = [None if b is None else shift_box(b, tuple(-o for o in origin)) for b in ndimage.find_objects(lesions)]
     pred_boxes = ndimage.find_objects(pred_lesions) if matches else []
     matched_any: set[int] = set()
     records: list[LesionRecord] = []
