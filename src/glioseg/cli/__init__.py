@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import typer
 
-from glioseg.cli import data_commands, import_commands, infer_commands, train_commands, transfer_commands
+from glioseg.cli import (
+    data_commands,
+    evaluate_commands,
+    import_commands,
+    infer_commands,
+    train_commands,
+    transfer_commands,
+)
 
 app = typer.Typer(
     name="glioseg",
@@ -22,6 +29,7 @@ app = typer.Typer(
 data_commands.register(app)
 train_commands.register(app)
 infer_commands.register(app)
+evaluate_commands.register(app)
 transfer_commands.register(app)
 import_commands.register(app)
 
