@@ -11,6 +11,7 @@ import typer
 from glioseg.cli import (
     data_commands,
     evaluate_commands,
+    experiment_commands,
     import_commands,
     infer_commands,
     train_commands,
@@ -32,6 +33,7 @@ infer_commands.register(app)
 evaluate_commands.register(app)
 transfer_commands.register(app)
 import_commands.register(app)
+experiment_commands.register(app)
 
 
 def main() -> None:

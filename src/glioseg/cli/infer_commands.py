@@ -26,6 +26,7 @@ def predict(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     thresholds: str = typer.Option("0.5,0.5,0.5", help="Probability thresholds for WT, TC, ET."),
     save_probabilities: bool = typer.Option(False, "--save-probabilities", help="Also write <ID>_probabilities.npz (float16)."),
+    report: bool = typer.Option(False, "--report", help="Also write <ID>_report.html (volumes, lesions, quality, uncertainty)."),
     t1n: Path | None = typer.Option(None, help="Single case given as files: the T1 native image."),
     t1c: Path | None = typer.Option(None, help="... the T1 contrast-enhanced image."),
     t2w: Path | None = typer.Option(None, help="... the T2-weighted image."),
@@ -53,11 +54,19 @@ def predict(
                 parsed_weights = np.asarray([float(w) for w in weights.split(",")])
             except ValueError:
                 raise typer.BadParameter(f"--weights must be numbers like 0.6,0.4 or a .json file, got {weights!r}") from None
+    members = sum(len(g.members) for g in groups)
+    after_case = None
+    if report:
+        from glioseg.report.case_report import write_case_report
+
+        def after_case(case, data, prediction, seg_path):
+            write_case_report(data, prediction, seg_path, out, members)
+
     options = PredictOptions(
         tta=tta.value, overlap=overlap, device=device, thresholds=parse_triple(thresholds, "--thresholds", float),
-        save_probabilities=save_probabilities, weights=parsed_weights,
+        save_probabilities=save_probabilities, weights=parsed_weights, after_case=after_case,
+        track_variance=report and members > 1,
     )
-    members = sum(len(g.members) for g in groups)
     console.print(f"{len(cases)} case(s), {len(groups)} model(s) with {members} member(s), TTA {tta.value}, overlap {overlap}")
     report = predict_cases(cases, groups, out, options, printer=console.print)
     failures = [(str(e.path), str(e)) for e in errors] + report.failed

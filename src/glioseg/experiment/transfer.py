@@ -1,0 +1,382 @@
+"""The seed paper's experiment end to end: transfer learning with stratified fine-tuning folds.
+
+Steps (each skips work that is already finished, so an interrupted run resumes):
+
+1. cohorts: source (default synthetic ``adult``), target (synthetic ``ssa``), held-out test (``ssa``);
+2. radiomic features of the target cohort -> random and radiomics-stratified folds;
+3. pre-training of nnU-Net and MedNeXt on the source cohort;
+4. per architecture, cross-validation on the target cohort: from scratch (stratified folds),
+   fine-tuned on random folds, fine-tuned on stratified folds;
+5. CV-weighted nnU-Net + MedNeXt ensemble of the stratified fine-tuned models;
+6. adaptive post-processing tuned on the ensemble's out-of-fold predictions;
+7. every arm predicts the test cohort and is scored with the brats2024-ssa lesion-wise metrics;
+8. report (Markdown + HTML): results table, paired differences with bootstrap intervals,
+   training curves, overlays of the best/median/worst test cases, commands, seeds, versions.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from glioseg.data.io import write_text_atomic
+from glioseg.data.labels import REGIONS
+from glioseg.errors import ConfigError
+from glioseg.experiment.scales import SCALES, Scale
+
+DEFINITION = "brats2024-ssa"
+
+
+@dataclass
+class Arm:
+    """One row of the results table: a way of producing test predictions."""
+
+    key: str
+    title: str
+    models: list[Path]
+    weights: Path | None = None
+    postprocess: Path | None = None
+
+
+@dataclass
+class Experiment:
+    out: Path
+    scale: Scale
+    seed: int = 0
+    source: Path | None = None
+    target: Path | None = None
+    test: Path | None = None
+    printer: Callable[[str], None] = print
+    commands: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- helpers
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    def log(self, message: str) -> None:
+        self.printer(message)
+
+    def command(self, *args: object) -> None:
+        self.commands.append("glioseg " + " ".join(shlex.quote(str(a)) for a in args))
+
+    def timed(self, name: str, func: Callable[[], object]) -> object:
+        began = time.perf_counter()
+        result = func()
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - began
+        return result
+
+    @property
+    def architectures(self) -> dict[str, str]:
+        return {"nnunet": self.scale.nnunet, "mednext": self.scale.mednext}
+
+    # ---------------------------------------------------------------- steps
+    def cohorts(self) -> dict[str, Path]:
+        from glioseg.data.synthetic import generate_cohort
+
+        s = self.scale
+        plan = {
+            "source": (self.source, "adult", s.n_source, self.seed * 10 + 1),
+            "target": (self.target, "ssa", s.n_target, self.seed * 10 + 2),
+            "test": (self.test, "ssa", s.n_test, self.seed * 10 + 3),
+        }
+        folders = {}
+        for name, (given, domain, n, seed) in plan.items():
+            if given is not None:
+                folders[name] = Path(given)
+                continue
+            folder = self.path("data", name)
+            done = folder.exists() and len([p for p in folder.iterdir() if p.is_dir()]) >= n
+            if not done:
+                self.log(f"[data] generating {n} synthetic {domain} cases -> {folder}")
+                shape = ",".join(map(str, s.shape))
+                self.command("synth", folder, "--cases", n, "--domain", domain, "--seed", seed, "--shape", shape,
+                             "--spacing", s.spacing)
+                self.timed("data", lambda f=folder, n=n, d=domain, sd=seed: generate_cohort(f, n, d, sd, s.shape, s.spacing))
+            folders[name] = folder
+        return folders
+
+    def splits(self, target: Path) -> dict[str, Path]:
+        from glioseg.data.radiomics.extract import cohort_features
+        from glioseg.train.splits import make_folds, split_cohort
+
+        out = {"random": self.path("splits", "random.json"), "stratified": self.path("splits", "radiomics.json")}
+        if all(p.exists() for p in out.values()):
+            return out
+        self.log("[splits] radiomic features of the target cohort -> random and radiomics-stratified folds")
+        features = self.timed("features", lambda: cohort_features(target))
+        frame = features.to_frame()
+        self.path("splits").mkdir(parents=True, exist_ok=True)
+        frame.to_csv(self.path("splits", "features.csv"), index=False)
+        result = self.timed("splits", lambda: split_cohort(frame, self.scale.folds, "radiomics", self.seed))
+        write_text_atomic(out["stratified"], json.dumps(result.splits, indent=2) + "\n")
+        result.model.save(self.path("splits", "radiomics.model.json"))
+        write_text_atomic(self.path("splits", "balance.json"), json.dumps(result.stats, indent=2, default=float) + "\n")
+        random_folds = make_folds(sorted(frame["case_id"].astype(str)), self.scale.folds, "random", self.seed)
+        write_text_atomic(out["random"], json.dumps(random_folds, indent=2) + "\n")
+        self.command("features", target, "--out", self.path("splits", "features.csv"))
+        self.command("split", self.path("splits", "features.csv"), "--folds", self.scale.folds, "--strategy", "radiomics",
+                     "--seed", self.seed, "--out", out["stratified"])
+        self.command("split", self.path("splits", "features.csv"), "--folds", self.scale.folds, "--strategy", "random",
+                     "--seed", self.seed, "--out", out["random"])
+        return out
+
+    def _train_options(self, **kwargs):
+        from glioseg.train.run import TrainOptions
+
+        s = self.scale
+        common = dict(
+            spacing=[s.train_spacing] * 3 if s.train_spacing else None,
+            patch=list(s.patch) if s.patch else None,
+            base_features=s.base_features,
+            augment=s.augment,
+            seed=self.seed,
+            progress_bar=False,
+            val_every=max(1, kwargs.get("epochs", 1)),
+        )
+        common.update(kwargs)
+        return TrainOptions(**common)
+
+    def pretrain(self, source: Path) -> dict[str, Path]:
+        from glioseg.train.run import resume, train
+
+        runs = {}
+        for arch, model in self.architectures.items():
+            run = self.path("pretrained", arch)
+            runs[arch] = run
+            if (run / "model.json").exists():
+                continue
+            self.log(f"[pretrain] {model} on the source cohort -> {run}")
+            if (run / "run.json").exists():
+                self.timed(f"pretrain-{arch}", lambda r=run: resume(r, printer=self._quiet))
+            else:
+                options = self._train_options(data=str(source), model=model, out=str(run), epochs=self.scale.pretrain_epochs,
+                                              iters_per_epoch=self.scale.pretrain_iters, cache=str(self.path("cache", "source")))
+                self._record_train("train", options)
+                self.timed(f"pretrain-{arch}", lambda o=options: train(o, printer=self._quiet))
+        return runs
+
+    def _quiet(self, line: str) -> None:
+        if line.startswith("epoch "):
+            self.printer("    " + line)
+
+    def _record_train(self, verb: str, options) -> None:
+        args = [verb, options.data]
+        if options.pretrained:
+            args += ["--pretrained", options.pretrained]
+        else:
+            args += ["--model", options.model]
+        args += ["--out", options.out]
+        if options.splits:
+            args += ["--splits", options.splits, "--fold", options.fold]
+        args += ["--epochs", options.epochs, "--iters-per-epoch", options.iters_per_epoch, "--seed", options.seed]
+        if not options.pretrained:
+            if options.spacing:
+                args += ["--spacing", options.spacing[0]]
+            if options.patch:
+                args += ["--patch", ",".join(map(str, options.patch))]
+            args += ["--base-features", options.base_features]
+        if not options.augment:
+            args += ["--no-augment"]
+        self.command(*args)
+
+    def cross_validation(self, target: Path, splits: dict[str, Path], pretrained: dict[str, Path]) -> dict[str, Path]:
+        from glioseg.train.crossval import cross_validate
+
+        runs = {}
+        s = self.scale
+        for arch, model in self.architectures.items():
+            arms = {
+                "scratch": dict(model=model, splits=splits["stratified"], epochs=s.scratch_epochs, iters=s.scratch_iters, pre=None),
+                "ft-random": dict(model="", splits=splits["random"], epochs=s.finetune_epochs, iters=s.finetune_iters,
+                                  pre=pretrained[arch]),
+                "ft-stratified": dict(model="", splits=splits["stratified"], epochs=s.finetune_epochs,
+                                      iters=s.finetune_iters, pre=pretrained[arch]),
+            }
+            for arm, cfg in arms.items():
+                cv = self.path("cv", f"{arch}-{arm}")
+                runs[f"{arch}-{arm}"] = cv
+                if (cv / "cv_summary.json").exists():
+                    continue
+                self.log(f"[cv] {arch} {arm}: {s.folds}-fold cross-validation -> {cv}")
+                options = self._train_options(
+                    data=str(target), model=cfg["model"], out=str(cv), splits=str(cfg["splits"]), fold="all",
+                    epochs=cfg["epochs"], iters_per_epoch=cfg["iters"], pretrained=str(cfg["pre"]) if cfg["pre"] else None,
+                    cache=str(self.path("cache", "target")),
+                )
+                if cfg["pre"]:
+                    options.spacing, options.patch = None, None
+                self._record_train("finetune" if cfg["pre"] else "train", options)
+                self.timed(f"cv-{arch}-{arm}", lambda o=options: cross_validate(o, tta=s.tta, printer=self._quiet))
+        return runs
+
+    def ensemble(self, cv_runs: dict[str, Path], target: Path) -> Path:
+        from glioseg.infer.weights import ensemble_weights, write_weights
+
+        path = self.path("ensemble", "weights.json")
+        members = [cv_runs["nnunet-ft-stratified"], cv_runs["mednext-ft-stratified"]]
+        if not path.exists():
+            self.log("[ensemble] weights from cross-validated lesion-wise Dice")
+            write_weights(ensemble_weights(members, "proportional"), path)
+            self.command("ensemble-weights", *members, "--out", path)
+        oof = self.path("ensemble", "oof")
+        if not oof.exists() or len(list(oof.glob("*.nii.gz"))) < len(list((members[0] / "oof").glob("*.nii.gz"))):
+            self._combine_out_of_fold(members, path, oof, target)
+        return path
+
+    def _combine_out_of_fold(self, members: list[Path], weights_path: Path, oof: Path, target: Path) -> None:
+        """Ensemble out-of-fold labels from the members' OOF probabilities with the CV weights."""
+        from glioseg.data.cases import discover_cases
+        from glioseg.data.io import read_image, save_nifti
+        from glioseg.data.labels import probabilities_to_labels
+        from glioseg.infer.batch import load_probabilities
+
+        doc = json.loads(weights_path.read_text())
+        w = np.asarray([[m["weights"][r] for r in REGIONS] for m in doc["models"]], dtype=np.float32)
+        cases = discover_cases(target).by_id()
+        for npz in sorted((members[0] / "oof").glob("*_probabilities.npz")):
+            case_id = npz.name.removesuffix("_probabilities.npz")
+            target_file = oof / f"{case_id}.nii.gz"
+            if target_file.exists():
+                continue
+            total = sum(wi[:, None, None, None] * load_probabilities(m / "oof" / npz.name) for wi, m in zip(w, members, strict=True))
+            labels = probabilities_to_labels(total / w.sum(axis=0)[:, None, None, None])
+            save_nifti(labels, target_file, reference=read_image(cases[case_id].images["t1n"]), dtype=np.uint8)
+
+    def tune_postprocessing(self, target: Path) -> Path:
+        from glioseg.postprocess.tune import tune_from_folders
+
+        path = self.path("ensemble", "postprocess.json")
+        if not path.exists():
+            self.log("[post-processing] grid search per radiomic cluster on the ensemble's out-of-fold predictions")
+            clusters = self.path("splits", "radiomics.model.json")
+            self.timed("postprocess", lambda: tune_from_folders(
+                self.path("ensemble", "oof"), target, path, clusters=clusters, definition=DEFINITION,
+                min_cases_per_cluster=self.scale.pp_min_cases_per_cluster))
+            self.command("postprocess", "tune", "--pred", self.path("ensemble", "oof"), "--gt", target, "--out", path,
+                         "--clusters", clusters, "--definition", DEFINITION)
+        return path
+
+    def arms(self, pretrained: dict[str, Path], cv_runs: dict[str, Path], weights: Path, pp: Path) -> list[Arm]:
+        names = {"nnunet": "nnU-Net", "mednext": "MedNeXt"}
+        arms = []
+        for arch in self.architectures:
+            n = names[arch]
+            arms += [
+                Arm(f"{arch}-scratch", f"{n}, trained from scratch", [cv_runs[f"{arch}-scratch"]]),
+                Arm(f"{arch}-pretrained", f"{n}, pre-trained, no fine-tuning", [pretrained[arch]]),
+                Arm(f"{arch}-ft-random", f"{n}, fine-tuned, random folds", [cv_runs[f"{arch}-ft-random"]]),
+                Arm(f"{arch}-ft-stratified", f"{n}, fine-tuned, stratified folds", [cv_runs[f"{arch}-ft-stratified"]]),
+            ]
+        members = [cv_runs["nnunet-ft-stratified"], cv_runs["mednext-ft-stratified"]]
+        arms.append(Arm("ensemble", "+ CV-weighted ensemble (nnU-Net + MedNeXt, stratified)", members, weights))
+        arms.append(Arm("ensemble-pp", "+ adaptive post-processing", members, weights, pp))
+        return arms
+
+    def predict_and_score(self, arms: list[Arm], test: Path) -> dict[str, dict]:
+        from glioseg.data.cases import discover_cases
+        from glioseg.evaluate import evaluate, write_outputs
+        from glioseg.infer.batch import PredictOptions, load_weights_file, predict_cases
+        from glioseg.infer.models import find_members
+
+        cases = discover_cases(test).cases
+        scores = {}
+        for arm in arms:
+            pred = self.path("test", arm.key, "predictions")
+            evaluation = self.path("test", arm.key, "evaluation")
+            if not (evaluation / "per_case.csv").exists():
+                self.log(f"[test] {arm.title}")
+                groups = [find_members(m) for m in arm.models]
+                weights = load_weights_file(arm.weights, groups) if arm.weights else None
+                postprocess = None
+                if arm.postprocess is not None:
+                    from glioseg.postprocess import load_postprocessor
+
+                    postprocess = load_postprocessor(arm.postprocess)
+                options = PredictOptions(tta=self.scale.tta, weights=weights, postprocess=postprocess, device="auto",
+                                         save_probabilities=arm.key == "ensemble", track_variance=False)
+                todo = [c for c in cases if not (pred / f"{c.case_id}.nii.gz").exists()]
+                report = self.timed(f"test-{arm.key}", lambda t=todo, g=groups, o=options, p=pred: predict_cases(
+                    t, g, p, o, printer=lambda line: None))
+                if report.failed:
+                    raise ConfigError(f"test prediction failed for {report.failed[0][0]}: {report.failed[0][1]}")
+                run = evaluate(pred, test, definition=DEFINITION)
+                write_outputs(run, evaluation)
+                args = ["predict", test, *[x for m in arm.models for x in ("--model", m)], "--tta", self.scale.tta]
+                if arm.weights:
+                    args += ["--weights", arm.weights]
+                if arm.postprocess:
+                    args += ["--postprocess", arm.postprocess]
+                self.command(*args, "--out", pred)
+                self.command("evaluate", "--pred", pred, "--gt", test, "--out", evaluation, "--definition", DEFINITION)
+            scores[arm.key] = _read_scores(evaluation / "per_case.csv")
+        return scores
+
+
+def _read_scores(per_case_csv: Path) -> dict:
+    import pandas as pd
+
+    frame = pd.read_csv(per_case_csv).sort_values("case_id")
+    return {
+        "case_id": frame["case_id"].astype(str).tolist(),
+        **{f"{r}_dice": frame[f"{r}_lesionwise_dice"].astype(float).tolist() for r in REGIONS},
+        **{f"{r}_hd95": frame[f"{r}_lesionwise_hd95"].astype(float).tolist() for r in REGIONS},
+    }
+
+
+def run_transfer_experiment(
+    out: str | Path,
+    scale: str = "tiny",
+    source: str | Path | None = None,
+    target: str | Path | None = None,
+    test: str | Path | None = None,
+    seed: int = 0,
+    printer: Callable[[str], None] = print,
+) -> Path:
+    """Run (or resume) the experiment in ``out``; returns the path of ``report.md``."""
+    from glioseg.report.experiment import write_report
+
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    exp = Experiment(Path(out), SCALES[scale], seed, source and Path(source), target and Path(target),
+                     test and Path(test), printer)
+    exp.out.mkdir(parents=True, exist_ok=True)
+    state_file = exp.path("experiment.json")
+    previous = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if previous and previous.get("scale") != scale:
+        raise ConfigError(f"{out} holds a {previous.get('scale')!r} experiment; use another --out for {scale!r}")
+    exp.commands = previous.get("commands", [])
+    exp.timings = previous.get("timings", {})
+    began = time.perf_counter()
+
+    def save_state() -> None:
+        write_text_atomic(state_file, json.dumps({
+            "scale": scale, "seed": seed, "settings": exp.scale.to_dict(), "commands": exp.commands,
+            "timings": exp.timings, "source": str(source) if source else None, "target": str(target) if target else None,
+            "test": str(test) if test else None,
+        }, indent=2) + "\n")
+
+    folders = exp.cohorts()
+    save_state()
+    splits = exp.splits(folders["target"])
+    save_state()
+    pretrained = exp.pretrain(folders["source"])
+    save_state()
+    cv_runs = exp.cross_validation(folders["target"], splits, pretrained)
+    save_state()
+    weights = exp.ensemble(cv_runs, folders["target"])
+    pp = exp.tune_postprocessing(folders["target"])
+    save_state()
+    arms = exp.arms(pretrained, cv_runs, weights, pp)
+    scores = exp.predict_and_score(arms, folders["test"])
+    exp.timings["total_this_run"] = time.perf_counter() - began
+    save_state()
+    report = write_report(exp, arms, scores, folders, pretrained, cv_runs)
+    exp.log(f"report -> {report} (and report.html)")
+    return report

@@ -1,0 +1,119 @@
+"""Per-case HTML report of ``glioseg predict --report``.
+
+One page per case: the four modalities with the segmentation on three planes, region volumes
+(mL), lesions per region, image-quality warnings and, for ensembles, an uncertainty score from
+the disagreement of the members (mean voxel-wise variance of the region probabilities inside
+the predicted tumour's neighbourhood), with the voxel-wise map saved as NIfTI.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+
+import cc3d
+import numpy as np
+
+from glioseg.data.labels import LABEL_NAMES, REGION_LABELS, REGIONS
+from glioseg.data.modalities import MODALITIES
+from glioseg.report.document import Document
+
+#: Worse than this through-plane voxel size (mm) in the file itself triggers a warning.
+THICK_SLICE_MM = 3.0
+#: Estimated SNR below this triggers a warning (synthetic BraTS-Africa-like scans: 7-14; good scans 25+).
+LOW_SNR = 12.0
+
+
+def quality_warnings(image: np.ndarray, spacing) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Warnings (one line each) and the per-modality quality proxies of a case."""
+    from glioseg.data.radiomics.quality import quality_features
+
+    warnings = []
+    coarse = [f"{s:.1f}" for s in spacing if s > THICK_SLICE_MM]
+    if coarse:
+        warnings.append(
+            f"voxel size {'x'.join(f'{s:.1f}' for s in spacing)} mm: resolution worse than {THICK_SLICE_MM:g} mm "
+            "along at least one axis; small lesions may be missed"
+        )
+    proxies = {m: quality_features(image[i]) for i, m in enumerate(MODALITIES)}
+    low = [f"{m} ({p['snr']:.1f})" for m, p in proxies.items() if not math.isnan(p["snr"]) and p["snr"] < LOW_SNR]
+    if low:
+        warnings.append(f"low estimated signal-to-noise ratio in {', '.join(low)} (below {LOW_SNR:g})")
+    return warnings, proxies
+
+
+def lesion_summary(labels: np.ndarray, spacing) -> dict[str, dict[str, object]]:
+    """Per region: volume (mL), number of 26-connected lesions and their volumes (mL, largest first)."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    out = {}
+    for region in REGIONS:
+        mask = np.isin(labels, REGION_LABELS[region])
+        components, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
+        sizes = np.bincount(components.ravel())[1:] if n else np.zeros(0, int)
+        out[region] = {
+            "volume_ml": float(mask.sum() * voxel_ml),
+            "lesions": int(n),
+            "lesion_volumes_ml": sorted((float(s * voxel_ml) for s in sizes), reverse=True),
+        }
+    for label in (1, 2):
+        out[LABEL_NAMES[label]] = {"volume_ml": float(np.count_nonzero(labels == label) * voxel_ml)}
+    return out
+
+
+def uncertainty_score(variance: np.ndarray | None, probabilities: np.ndarray) -> dict[str, float] | None:
+    """Mean member variance per region over voxels where the ensemble's WT probability exceeds 0.1."""
+    if variance is None:
+        return None
+    support = probabilities[0] > 0.1
+    if not support.any():
+        return {r: 0.0 for r in REGIONS}
+    return {r: float(variance[i][support].mean()) for i, r in enumerate(REGIONS)}
+
+
+def write_case_report(data, prediction, seg_path: Path, out_dir: Path, n_members: int) -> Path:
+    """Write ``<ID>_report.html`` (+ ``<ID>_report.png`` and, for ensembles, ``<ID>_uncertainty.nii.gz``)."""
+    from glioseg.data.io import save_nifti
+    from glioseg.report.preview import render_preview
+
+    case_id = data.case_id
+    png = render_preview(data.image, data.affine, out_dir / f"{case_id}_report.png", prediction.labels,
+                         title=f"{case_id}: glioseg segmentation (research use only)")
+    summary = lesion_summary(prediction.labels, data.spacing)
+    warnings, proxies = quality_warnings(data.image, data.spacing)
+    uncertainty = uncertainty_score(prediction.member_probabilities_variance, prediction.probabilities)
+    doc = Document(f"glioseg report: {case_id}")
+    doc.paragraph("**Research software, not a medical device; not for clinical use.** "
+                  f"Segmentation: `{seg_path.name}` (1 NETC, 2 SNFH/edema, 3 ET).")
+    encoded = base64.b64encode(png.read_bytes()).decode("ascii")
+    doc.image(f"data:image/png;base64,{encoded}", "t1n, t1c, t2w, t2f with the segmentation (NETC red, SNFH green, ET yellow)")
+    doc.heading("Volumes and lesions")
+    rows = []
+    for region in REGIONS:
+        s = summary[region]
+        sizes = ", ".join(f"{v:.1f}" for v in s["lesion_volumes_ml"][:6]) + (" ..." if len(s["lesion_volumes_ml"]) > 6 else "")
+        rows.append([region, f"{s['volume_ml']:.1f}", str(s["lesions"]), sizes or "-"])
+    for label in ("NETC", "SNFH"):
+        rows.append([label, f"{summary[label]['volume_ml']:.1f}", "", ""])
+    doc.table(["region", "volume (mL)", "lesions (26-connected)", "lesion volumes (mL)"], rows)
+    doc.heading("Image quality")
+    doc.bullets([f"**warning:** {w}" for w in warnings] or ["no quality warning"])
+    doc.table(["modality", "estimated SNR", "through-plane sharpness ratio (hint)"],
+              [[m, f"{p['snr']:.1f}", f"{p['sharpness']:.2f}"] for m, p in proxies.items()])
+    doc.heading("Uncertainty")
+    if uncertainty is None or n_members < 2:
+        doc.paragraph("Not available: a single model was used (an ensemble of several models or folds gives "
+                      "an uncertainty score from their disagreement).")
+    else:
+        uncertainty_map = prediction.member_probabilities_variance.mean(axis=0).astype(np.float32)
+        save_nifti(uncertainty_map, out_dir / f"{case_id}_uncertainty.nii.gz", reference=data.reference, dtype=np.float32)
+        doc.paragraph(
+            f"Ensemble of {n_members} members. Mean variance of the members' region probabilities around the tumour: "
+            + ", ".join(f"{r} {v:.4f}" for r, v in uncertainty.items())
+            + f" (0 = full agreement, 0.25 = maximal disagreement). Voxel-wise map: `{case_id}_uncertainty.nii.gz`."
+        )
+    path = out_dir / f"{case_id}_report.html"
+    from glioseg.data.io import write_text_atomic
+
+    write_text_atomic(path, doc.html())
+    return path

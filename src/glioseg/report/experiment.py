@@ -1,0 +1,179 @@
+"""The transfer experiment's report: results table, paired differences, curves, overlays, provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from glioseg.report.document import Document
+
+ORDER = ("ET", "TC", "WT")  # the order of BraTS result tables
+
+
+def _fmt(values: list[float], digits: int = 3) -> str:
+    arr = np.asarray(values, dtype=float)
+    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1) if arr.size > 1 else 0:.{digits}f}"
+
+
+def _claims(arms_by_key: dict, cv_runs: dict) -> list[tuple[str, str, str]]:
+    """(claim, baseline arm, compared arm) pairs, as the seed paper argues them."""
+    claims = []
+    for arch, name in (("nnunet", "nnU-Net"), ("mednext", "MedNeXt")):
+        claims.append((f"transfer beats training from scratch ({name})", f"{arch}-scratch", f"{arch}-ft-stratified"))
+        claims.append((f"stratified folds help ({name})", f"{arch}-ft-random", f"{arch}-ft-stratified"))
+    best = max(
+        ("nnunet", "mednext"),
+        key=lambda a: np.mean([json.loads((cv_runs[f"{a}-ft-stratified"] / "cv_summary.json").read_text())["overall"][r]["lesionwise_dice"] for r in ORDER]),
+    )
+    claims.append((f"the ensemble beats the better single model by CV ({best})", f"{best}-ft-stratified", "ensemble"))
+    claims.append(("post-processing helps", "ensemble", "ensemble-pp"))
+    return claims
+
+
+def _verdict(diffs) -> str:
+    improved = [d for d in diffs if d.mean_difference > 0]
+    significant = [d for d in diffs if d.significant and d.mean_difference > 0]
+    worse = [d for d in diffs if d.significant and d.mean_difference < 0]
+    if worse:
+        return "not reproduced (significantly worse in " + str(len(worse)) + " region(s))"
+    if len(significant) == len(diffs):
+        return "reproduced in every region (significant)"
+    if significant:
+        return f"partly reproduced (significant in {len(significant)} of {len(diffs)} regions)"
+    if len(improved) == len(diffs):
+        return "same direction in every region, not significant"
+    return "not reproduced (no consistent improvement)"
+
+
+def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_runs: dict) -> Path:
+    from glioseg.data.cases import discover_cases, load_case
+    from glioseg.data.io import load_label
+    from glioseg.evaluate.stats import paired_difference
+    from glioseg.models.checkpoint import package_versions
+    from glioseg.report.preview import render_preview
+
+    out = exp.out
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    synthetic = {k: exp_folder_is_synthetic(exp, k) for k in ("source", "target", "test")}
+    doc = Document("glioseg transfer experiment")
+    kind = "synthetic" if all(synthetic.values()) else "mixed" if any(synthetic.values()) else "real"
+    doc.paragraph(
+        f"Scale **{exp.scale.name}**, seed {exp.seed}. Cohorts: " + ", ".join(
+            f"{k} `{folders[k]}` ({'synthetic, glioseg synth' if synthetic[k] else 'user data'}, "
+            f"{len(discover_cases(folders[k]).cases)} cases)" for k in ("source", "target", "test")) + ". "
+        + ("**All numbers below are on synthetic phantoms and say nothing about real scans.**" if kind == "synthetic"
+           else "**Real and synthetic cohorts are mixed in this run; read the cohort list above.**" if kind == "mixed"
+           else "All cohorts are user-provided data.")
+    )
+    doc.paragraph(
+        f"Metric: BraTS lesion-wise Dice and HD95 (mm), definition `brats2024-ssa`, on the {len(scores[arms[0].key]['case_id'])} "
+        "held-out test cases; mean ± standard deviation over cases."
+    )
+    doc.heading("Results")
+    header = ["arm"] + [f"Dice {r}" for r in ORDER] + [f"HD95 {r}" for r in ORDER]
+    rows = []
+    for arm in arms:
+        s = scores[arm.key]
+        rows.append([arm.title] + [_fmt(s[f"{r}_dice"]) for r in ORDER] + [f"{np.mean(s[f'{r}_hd95']):.1f}" for r in ORDER])
+    doc.table(header, rows)
+
+    doc.heading("Paired differences on the test cases")
+    doc.paragraph(
+        "Mean per-case difference of lesion-wise Dice (compared arm minus baseline), 95 % percentile bootstrap interval "
+        "(10,000 resamples, seed 0) and two-sided Wilcoxon signed-rank p. A difference is called significant when the "
+        "interval excludes 0."
+    )
+    arms_by_key = {a.key: a for a in arms}
+    claim_rows, verdicts = [], []
+    comparisons = {}
+    for claim, base, new in _claims(arms_by_key, cv_runs):
+        diffs = []
+        for region in ORDER:
+            d = paired_difference(scores[base][f"{region}_dice"], scores[new][f"{region}_dice"])
+            diffs.append(d)
+            claim_rows.append([
+                claim, region, f"{d.mean_difference:+.3f}", f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]", f"{d.p_wilcoxon:.3f}",
+                "yes" if d.significant else "no",
+            ])
+        verdict = _verdict(diffs)
+        verdicts.append(f"{claim}: **{verdict}**")
+        comparisons[claim] = {"baseline": base, "compared": new, "verdict": verdict,
+                              "regions": {r: d.to_dict() for r, d in zip(ORDER, diffs, strict=True)}}
+    doc.table(["claim", "region", "mean diff", "95 % CI", "Wilcoxon p", "significant"], claim_rows)
+    doc.heading("What this run reproduces", 3)
+    doc.bullets(verdicts)
+
+    doc.heading("Cross-validation on the target cohort (out-of-fold, lesion-wise Dice)")
+    cv_rows = []
+    for key, cv in cv_runs.items():
+        overall = json.loads((cv / "cv_summary.json").read_text())["overall"]
+        cv_rows.append([key] + [f"{overall[r]['lesionwise_dice']:.3f}" for r in ORDER])
+    doc.table(["cross-validation"] + [f"Dice {r}" for r in ORDER], cv_rows)
+    balance = out / "splits" / "balance.json"
+    if balance.exists():
+        stats = json.loads(balance.read_text())
+        doc.paragraph(
+            f"Fold balance (chi-square of validation fold x radiomic cluster; 0 = perfect): radiomics-stratified "
+            f"{stats.get('cluster_chi2', float('nan')):.2f}, median of 200 random splits "
+            f"{stats.get('random_cluster_chi2_median', float('nan')):.2f}."
+        )
+    weights = json.loads((out / "ensemble" / "weights.json").read_text())
+    doc.paragraph("Ensemble weights (proportional to CV lesion-wise Dice): " + "; ".join(
+        f"{m['name']}: " + ", ".join(f"{r} {m['weights'][r]:.2f}" for r in ORDER) for m in weights["models"]))
+
+    doc.heading("Training curves")
+    curves = [(f"pretrained-{a}", pretrained[a] / "training_curve.png") for a in pretrained]
+    curves += [(f"{k}-fold0", cv / "fold_0" / "training_curve.png") for k, cv in cv_runs.items()]
+    for name, src in curves:
+        if src.exists():
+            shutil.copy(src, figures / f"curve-{name}.png")
+            doc.image(f"figures/curve-{name}.png", f"training curve: {name}")
+
+    doc.heading("Test cases: best, median and worst of the final arm")
+    final = scores[arms[-1].key]
+    per_case = np.mean([final[f"{r}_dice"] for r in ORDER], axis=0)
+    order = np.argsort(per_case)
+    picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
+    cases = discover_cases(folders["test"]).by_id()
+    for name, index in picks.items():
+        case_id = final["case_id"][index]
+        data = load_case(cases[case_id])
+        pred, _ = load_label(out / "test" / arms[-1].key / "predictions" / f"{case_id}.nii.gz")
+        png = figures / f"case-{name}.png"
+        render_preview(data.image, data.affine, png, data.label, title=f"{case_id} ({name}): ground truth; last row prediction",
+                       compare_labels=pred, compare_title="prediction")
+        doc.image(f"figures/{png.name}", f"{name} test case {case_id}: mean lesion-wise Dice {per_case[index]:.3f}")
+
+    doc.heading("Provenance")
+    settings = exp.scale.to_dict()
+    doc.paragraph("Scale settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ".")
+    versions = package_versions()
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    doc.paragraph(f"Machine: {platform.platform()}, {device}. Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    total = sum(v for k, v in exp.timings.items() if k != "total_this_run")
+    doc.paragraph("Time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in exp.timings.items() if k != "total_this_run")
+                  + f"; sum {total:.0f} s.")
+    doc.paragraph("Equivalent commands, in order (the experiment ran them through the Python API):")
+    doc.code("\n".join(exp.commands) + "\n")
+    doc.write(out / "report.md", out / "report.html")
+    from glioseg.data.io import write_text_atomic
+
+    write_text_atomic(out / "results.json", json.dumps({
+        "scale": exp.scale.name, "seed": exp.seed, "synthetic": synthetic, "arms": [
+            {"key": a.key, "title": a.title, "scores": scores[a.key]} for a in arms],
+        "comparisons": comparisons, "timings": exp.timings, "versions": versions,
+    }, indent=1) + "\n")
+    return out / "report.md"
+
+
+def exp_folder_is_synthetic(exp, name: str) -> bool:
+    given = {"source": exp.source, "target": exp.target, "test": exp.test}[name]
+    return given is None
