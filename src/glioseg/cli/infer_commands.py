@@ -14,6 +14,14 @@ class TTA(str, Enum):
     none = "none"
     flip = "flip"
     full = "full"
+    spread = "spread"
+
+
+class Mode(str, Enum):
+    default = "default"
+    fast = "fast"
+    accurate = "accurate"
+    reference = "reference"
 
 
 def predict(
@@ -21,8 +29,11 @@ def predict(
     model: list[Path] = typer.Option(..., "--model", "-m", help="A run (or a folder of fold runs); repeat for an ensemble."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <ID>.nii.gz label maps."),
     weights: str | None = typer.Option(None, help="Ensemble weights: w1,w2,... per --model, or weights.json."),
-    tta: TTA = typer.Option(TTA.flip, help="Mirroring: none, flip (left-right), full (all 8)."),
-    overlap: float = typer.Option(0.5, help="Sliding-window overlap in [0, 1)."),
+    mode: Mode = typer.Option(Mode.default, help="fast (CPU, one model, one pass), accurate (all members, one pass each), reference, default."),
+    tta: TTA | None = typer.Option(None, help="Mirroring: none, flip (left-right), full (all 8), spread (one per member)."),
+    overlap: float | None = typer.Option(None, help="Sliding-window overlap in [0, 1)."),
+    window: str | None = typer.Option(None, help="sliding (windows of the training patch) or whole (one pass over the brain crop)."),
+    engine: str | None = typer.Option(None, help="torch or onnx (ONNX Runtime on the CPU; needs the bench extra)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     thresholds: str = typer.Option("0.5,0.5,0.5", help="Probability thresholds for WT, TC, ET."),
     save_probabilities: bool = typer.Option(False, "--save-probabilities", help="Also write <ID>_probabilities.npz (float16)."),
@@ -62,12 +73,17 @@ def predict(
         def after_case(case, data, prediction, seg_path):
             write_case_report(data, prediction, seg_path, out, members)
 
-    options = PredictOptions(
-        tta=tta.value, overlap=overlap, device=device, thresholds=parse_triple(thresholds, "--thresholds", float),
-        save_probabilities=save_probabilities, weights=parsed_weights, after_case=after_case,
-        track_variance=report and members > 1,
+    options = PredictOptions.from_mode(
+        mode.value, tta=tta.value if tta else None, overlap=overlap, window=window, engine=engine, device=device,
+        thresholds=parse_triple(thresholds, "--thresholds", float), save_probabilities=save_probabilities,
+        weights=parsed_weights, after_case=after_case, track_variance=report and members > 1,
     )
-    console.print(f"{len(cases)} case(s), {len(groups)} model(s) with {members} member(s), TTA {tta.value}, overlap {overlap}")
+    used = sum(min(len(g.members), options.members_per_group or len(g.members)) for g in groups)
+    console.print(
+        f"{len(cases)} case(s), {len(groups)} model(s), {used} of {members} member(s) used; mode {mode.value}: "
+        f"TTA {options.tta}, {options.window} window" + (f" (overlap {options.overlap})" if options.window == "sliding" else "")
+        + f", engine {options.engine}"
+    )
     report = predict_cases(cases, groups, out, options, printer=console.print)
     failures = [(str(e.path), str(e)) for e in errors] + report.failed
     console.print(f"wrote {len(report.written)} segmentation(s) to {out}")

@@ -30,6 +30,20 @@ class PredictOptions:
     postprocess: Callable[[np.ndarray, object], np.ndarray] | None = None
     after_case: Callable[[Case, object, Prediction, Path], None] | None = None
     track_variance: bool = False
+    window: str = "sliding"
+    engine: str = "torch"
+    channels_last: bool = False
+    members_per_group: int | None = None
+
+    @classmethod
+    def from_mode(cls, mode: str = "default", **kwargs) -> PredictOptions:
+        """Options of a named mode (:mod:`glioseg.infer.modes`); keyword arguments that are not
+        ``None`` override it."""
+        from glioseg.infer.modes import resolve_mode
+
+        knobs = {k: kwargs.pop(k) for k in ("tta", "window", "overlap", "engine", "channels_last", "members_per_group") if k in kwargs}
+        settings = resolve_mode(mode, **knobs)
+        return cls(**settings.__dict__, **{k: v for k, v in kwargs.items() if v is not None})
 
 
 @dataclass
@@ -129,7 +143,8 @@ def predict_cases(
             data = load_case(case, with_label=False)
             prediction = segment_case(
                 data, groups, options.weights, options.tta, options.overlap, device, options.thresholds,
-                track_variance=options.track_variance,
+                track_variance=options.track_variance, window=options.window, engine=options.engine,
+                channels_last=options.channels_last, members_per_group=options.members_per_group,
             )
             labels = prediction.labels
             if options.postprocess is not None:

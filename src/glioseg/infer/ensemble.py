@@ -18,7 +18,7 @@ from glioseg.data.labels import REGIONS, probabilities_to_labels
 from glioseg.data.preprocess import preprocess_case, restore_to_original
 from glioseg.errors import ConfigError
 from glioseg.infer.models import ModelGroup
-from glioseg.infer.windows import predict_probabilities, tta_flips
+from glioseg.infer.windows import member_flips, predict_probabilities
 
 
 @dataclass
@@ -58,6 +58,10 @@ def segment_case(
     thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5),
     track_variance: bool = False,
     progress: Callable[[str], None] | None = None,
+    window: str = "sliding",
+    engine: str = "torch",
+    channels_last: bool = False,
+    members_per_group: int | None = None,
 ) -> Prediction:
     """Ensemble prediction for a loaded case.
 
@@ -66,11 +70,15 @@ def segment_case(
     data : CaseData (images ``(4, X, Y, Z)``)
     groups : one :class:`ModelGroup` per ``--model`` (its members are averaged with equal weight)
     weights : per group, one number or (WT, TC, ET) numbers; default equal
-    tta : ``none``, ``flip`` or ``full`` mirroring
+    tta : ``none``, ``flip``, ``full`` mirroring, or ``spread`` (one mirroring per member)
     overlap : sliding-window overlap
     thresholds : probability thresholds for WT, TC, ET
     track_variance : also return the voxel-wise variance of the member probabilities
         (for the uncertainty score of reports)
+    window : ``sliding`` windows or ``whole`` (one pass over the padded brain crop)
+    engine : ``torch`` or ``onnx`` (ONNX Runtime, CPU)
+    channels_last : torch engine in the channels_last_3d memory format
+    members_per_group : use only the first N members of each group (fast mode: 1)
 
     Returns
     -------
@@ -83,10 +91,11 @@ def segment_case(
     second_moment = np.zeros_like(accumulated) if track_variance else None
     n_members = 0
     preprocessed: dict[tuple[float, ...], tuple[np.ndarray, object]] = {}
-    flips = tta_flips(tta, data.affine)
+    member_index = 0
     for group, group_weights in zip(groups, w, strict=True):
         share = (group_weights / w.sum(axis=0)).astype(np.float32)[:, None, None, None]
-        for member in group.members:
+        members = group.members[:members_per_group] if members_per_group else group.members
+        for member in members:
             spacing = tuple(float(s) for s in member.plan["target_spacing"])
             if spacing not in preprocessed:
                 image, _, info = preprocess_case(CaseData(data.case_id, data.image, None, data.reference), spacing)
@@ -94,11 +103,15 @@ def segment_case(
             image, info = preprocessed[spacing]
             if progress:
                 progress(f"{data.case_id}: {group.name}/{member.name}")
-            network = member.load(device)
-            probs = predict_probabilities(network, image, member.plan["patch_size"], overlap, flips, device)
+            network = _predictor(member, device, engine, channels_last)
+            flips = member_flips(tta, member_index, data.affine)
+            divisor = 2 ** (int(member.plan["n_stages"]) - 1)
+            probs = predict_probabilities(network, image, member.plan["patch_size"], overlap, flips, device,
+                                          window=window, divisor=divisor, channels_last=channels_last and engine == "torch")
             del network
+            member_index += 1
             full = restore_to_original(probs, info)
-            accumulated += share * full / len(group.members)
+            accumulated += share * full / len(members)
             if second_moment is not None:
                 first_moment += full
                 second_moment += full * full
@@ -110,3 +123,20 @@ def segment_case(
         variance = np.maximum(second_moment / max(n_members, 1) - mean * mean, 0)
     labels = probabilities_to_labels(accumulated, thresholds)
     return Prediction(data.case_id, labels, accumulated, variance)
+
+
+def _predictor(member, device: str, engine: str, channels_last: bool):
+    if engine == "onnx":
+        from glioseg.infer.onnx_engine import onnx_predictor
+
+        if device != "cpu":
+            raise ConfigError("--engine onnx runs on the CPU; use --device cpu")
+        return onnx_predictor(member)
+    if engine != "torch":
+        raise ConfigError(f"unknown engine {engine!r}; expected torch or onnx")
+    network = member.load(device)
+    if channels_last:
+        import torch
+
+        network = network.to(memory_format=torch.channels_last_3d)
+    return network

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-TTA_MODES = ("none", "flip", "full")
+TTA_MODES = ("none", "flip", "full", "spread")
 
 
 def left_right_axis(affine: np.ndarray) -> int:
@@ -25,7 +24,8 @@ def left_right_axis(affine: np.ndarray) -> int:
 
 def tta_flips(mode: str, affine: np.ndarray | None = None) -> list[tuple[int, ...]]:
     """Axis combinations to mirror: ``none`` -> identity; ``flip`` -> identity and left-right;
-    ``full`` -> all 8 combinations of the three axes (nnU-Net's mirroring).
+    ``full`` -> all 8 combinations of the three axes (nnU-Net's mirroring).  (``spread``, one
+    combination per ensemble member, is resolved by :func:`member_flips`.)
 
     Examples
     --------
@@ -43,24 +43,65 @@ def tta_flips(mode: str, affine: np.ndarray | None = None) -> list[tuple[int, ..
     raise ValueError(f"unknown test-time augmentation {mode!r}; expected one of {', '.join(TTA_MODES)}")
 
 
+def member_flips(mode: str, member_index: int, affine: np.ndarray | None = None) -> list[tuple[int, ...]]:
+    """Flips for ensemble member ``member_index``: ``spread`` gives member *k* the *k*-th of the
+    8 mirror combinations (identity first), so an ensemble covers the mirrorings with one pass
+    per member; every other mode is the same for all members."""
+    if mode == "spread":
+        combos = tta_flips("full")
+        return [combos[member_index % len(combos)]]
+    return tta_flips(mode, affine)
+
+
+def padded_shape(shape: Sequence[int], divisor: int) -> tuple[int, ...]:
+    """Smallest shape >= ``shape`` whose sizes are multiples of ``divisor``."""
+    return tuple(int(-(-int(s) // divisor) * divisor) for s in shape)
+
+
+def predict_whole(predictor, x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """One pass over the whole (zero-padded) volume ``(B, C, X, Y, Z)``; logits cropped back to its shape.
+
+    The networks are fully convolutional, so any size divisible by the total down-sampling
+    factor works; padding is split evenly between both ends of each axis.
+    """
+    shape = tuple(x.shape[2:])
+    target = padded_shape(shape, divisor)
+    pads = []
+    for size, goal in zip(reversed(shape), reversed(target), strict=True):
+        extra = goal - size
+        pads += [extra // 2, extra - extra // 2]
+    xp = torch.nn.functional.pad(x, pads) if any(pads) else x
+    logits = predictor(xp)
+    starts = [pads[2 * (2 - i)] for i in range(3)]
+    return logits[:, :, starts[0] : starts[0] + shape[0], starts[1] : starts[1] + shape[1], starts[2] : starts[2] + shape[2]]
+
+
 def predict_probabilities(
-    network: nn.Module,
+    network,
     image: np.ndarray,
     patch_size: Sequence[int],
     overlap: float = 0.5,
     flips: Sequence[tuple[int, ...]] = ((),),
     device: str | torch.device = "cpu",
     sw_batch_size: int = 1,
+    window: str = "sliding",
+    divisor: int = 32,
+    channels_last: bool = False,
 ) -> np.ndarray:
-    """Average sigmoid probabilities over mirrored sliding-window passes.
+    """Average sigmoid probabilities over mirrored passes of one network.
 
     Parameters
     ----------
-    network : maps ``(B, 4, *patch)`` to ``(B, 3, *patch)`` logits
+    network : callable mapping ``(B, 4, X, Y, Z)`` to ``(B, 3, X, Y, Z)`` logits (a torch module
+        or an ONNX Runtime predictor)
     image : float32 ``(4, x, y, z)``, preprocessed
     patch_size : window in voxels (the network's training patch)
-    overlap : fraction of a window shared with its neighbour (0 <= overlap < 1)
+    overlap : fraction of a window shared with its neighbour (0 <= overlap < 1), sliding only
     flips : axis tuples to mirror (see :func:`tta_flips`)
+    window : ``sliding`` (Gaussian-weighted windows of ``patch_size``) or ``whole`` (one pass
+        over the volume zero-padded to multiples of ``divisor``)
+    divisor : total down-sampling factor of the network (``2 ** (n_stages - 1)``)
+    channels_last : run in the ``channels_last_3d`` memory format
 
     Returns
     -------
@@ -70,25 +111,32 @@ def predict_probabilities(
 
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if window not in ("sliding", "whole"):
+        raise ValueError(f"unknown window mode {window!r}; expected sliding or whole")
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     total = None
     with torch.inference_mode():
         for flip in flips:
             dims = [d + 2 for d in flip]
             xi = torch.flip(x, dims) if dims else x
-            logits = sliding_window_inference(
-                xi,
-                roi_size=tuple(int(p) for p in patch_size),
-                sw_batch_size=sw_batch_size,
-                predictor=network,
-                overlap=overlap,
-                mode="gaussian",
-                sigma_scale=0.125,
-                padding_mode="constant",
-                cval=0.0,
-            )
+            if window == "whole":
+                logits = predict_whole(network, xi, divisor)
+            else:
+                logits = sliding_window_inference(
+                    xi,
+                    roi_size=tuple(int(p) for p in patch_size),
+                    sw_batch_size=sw_batch_size,
+                    predictor=network,
+                    overlap=overlap,
+                    mode="gaussian",
+                    sigma_scale=0.125,
+                    padding_mode="constant",
+                    cval=0.0,
+                )
             prob = torch.sigmoid(logits.float())
             if dims:
                 prob = torch.flip(prob, dims)
             total = prob if total is None else total.add_(prob)
-    return (total / len(flips))[0].cpu().numpy()
+    return (total / len(flips))[0].cpu().contiguous().numpy()

@@ -1,0 +1,44 @@
+"""Named inference configurations (``glioseg predict --mode``); every knob can still be set alone.
+
+``default``    all members, sliding windows (overlap 0.5, Gaussian), left-right mirroring.
+``fast``       the first member of each ``--model``, one pass over the whole brain crop, no mirroring:
+               the CPU configuration for clinics without GPUs.
+``accurate``   every member, one pass each over the whole crop, the 8 mirrorings spread over the
+               members (member *k* gets the *k*-th), so a 2 x 5-fold ensemble still covers them.
+``reference``  every member, sliding windows with overlap 0.5 and all 8 mirrorings per member
+               (nnU-Net's default inference): the yardstick the other modes are compared with.
+
+Measured time and agreement of each mode: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from glioseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    tta: str
+    window: str
+    overlap: float
+    members_per_group: int | None
+    engine: str = "torch"
+    channels_last: bool = False
+
+
+MODES: dict[str, ModeSettings] = {
+    "default": ModeSettings(tta="flip", window="sliding", overlap=0.5, members_per_group=None),
+    "fast": ModeSettings(tta="none", window="whole", overlap=0.5, members_per_group=1),
+    "accurate": ModeSettings(tta="spread", window="whole", overlap=0.5, members_per_group=None),
+    "reference": ModeSettings(tta="full", window="sliding", overlap=0.5, members_per_group=None),
+}
+
+
+def resolve_mode(mode: str = "default", **overrides) -> ModeSettings:
+    """Settings of ``mode`` with any non-``None`` keyword overriding it."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    base = MODES[mode].__dict__ | {k: v for k, v in overrides.items() if v is not None}
+    return ModeSettings(**base)
