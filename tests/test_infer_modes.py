@@ -1,0 +1,74 @@
+"""Inference modes and engines: whole-crop pass, mirrorings spread over members, ONNX Runtime, channels_last."""
+
+import numpy as np
+import pytest
+import torch
+
+from glioseg.data.cases import discover_cases, load_case
+from glioseg.errors import ConfigError
+from glioseg.infer.batch import PredictOptions
+from glioseg.infer.ensemble import segment_case
+from glioseg.infer.models import find_members
+from glioseg.infer.modes import resolve_mode
+from glioseg.infer.windows import member_flips, padded_shape, predict_probabilities, predict_whole, tta_flips
+
+from .conftest import write_random_model
+
+
+def test_whole_pass_pads_and_crops_back_exactly():
+    pointwise = torch.nn.Conv3d(4, 3, 1)  # voxel-wise: any misalignment would show
+    x = torch.randn(1, 4, 21, 30, 17)
+    with torch.no_grad():
+        assert torch.allclose(predict_whole(pointwise, x, 8), pointwise(x), atol=1e-6)
+    assert padded_shape((21, 30, 17), 8) == (24, 32, 24)
+
+
+def test_spread_mirrorings_cover_all_eight_over_eight_members():
+    seen = [member_flips("spread", k)[0] for k in range(8)]
+    assert sorted(seen) == sorted(tta_flips("full")) and seen[0] == ()
+    assert member_flips("spread", 9) == [seen[1]]
+    assert member_flips("flip", 3, np.diag([-1.0, 1, 1, 1])) == [(), (0,)]
+
+
+def test_modes_and_overrides():
+    fast = PredictOptions.from_mode("fast")
+    assert (fast.tta, fast.window, fast.members_per_group) == ("none", "whole", 1)
+    assert PredictOptions.from_mode("fast", tta="flip").tta == "flip"
+    assert resolve_mode("reference").tta == "full" and resolve_mode("accurate").tta == "spread"
+    with pytest.raises(ConfigError, match="unknown mode"):
+        resolve_mode("turbo")
+
+
+def test_fast_mode_uses_the_first_member_only(small_cohort, tmp_path):
+    folds = tmp_path / "cv"
+    write_random_model(folds / "fold_0", seed=1)
+    write_random_model(folds / "fold_1", seed=2)
+    data = load_case(discover_cases(small_cohort).cases[0], with_label=False)
+    group = find_members(folds)
+    first_only = segment_case(data, [group], tta="none", window="whole", members_per_group=1)
+    fold0 = segment_case(data, [find_members(folds / "fold_0")], tta="none", window="whole")
+    assert np.array_equal(first_only.probabilities, fold0.probabilities)
+
+
+def test_channels_last_gives_the_same_probabilities(small_cohort, tmp_path):
+    model = write_random_model(tmp_path / "m")
+    member = find_members(model).members[0]
+    image = np.random.default_rng(0).standard_normal((4, 36, 40, 33)).astype(np.float32)
+    network = member.load("cpu")
+    plain = predict_probabilities(network, image, (32, 32, 32), 0.5, [()])
+    network = network.to(memory_format=torch.channels_last_3d)
+    fast = predict_probabilities(network, image, (32, 32, 32), 0.5, [()], channels_last=True)
+    assert np.allclose(plain, fast, atol=1e-5)
+
+
+def test_onnx_engine_matches_torch(small_cohort, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("GLIOSEG_CACHE", str(tmp_path / "cache"))
+    model = write_random_model(tmp_path / "m", seed=4)
+    data = load_case(discover_cases(small_cohort).cases[1], with_label=False)
+    group = find_members(model)
+    torch_pred = segment_case(data, [group], tta="none", window="sliding")
+    onnx_pred = segment_case(data, [group], tta="none", window="sliding", engine="onnx")
+    assert np.abs(torch_pred.probabilities - onnx_pred.probabilities).max() < 1e-4
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1
