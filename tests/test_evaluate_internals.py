@@ -106,3 +106,22 @@ def test_read_labels_rejects_like_load_label(tmp_path, values, message):
     with pytest.raises(InputError) as slow:
         load_label(path)
     assert str(fast.value) == str(slow.value) and str(path) in str(fast.value)
+
+
+def test_hd95_shortcut_equals_full_surface_distances():
+    """hd95 skips measuring far surfels when the percentile is settled without them: same value."""
+    from glioseg.evaluate.surface import hd95, robust_hausdorff, surface_distances
+
+    rng = np.random.default_rng(4)
+    for spacing in ((1.0, 1.0, 1.0), (1.2, 0.9, 2.5)):
+        for _ in range(8):
+            gt = np.zeros((48, 44, 40), bool)
+            gt[10:30, 12:30, 8:26] = True
+            pred = np.roll(gt, tuple(rng.integers(-2, 3, 3)), axis=(0, 1, 2))
+            for _ in range(int(rng.integers(0, 12))):  # far false positives of random size
+                c = rng.integers(0, 38, 3)
+                size = rng.integers(1, 6, 3)
+                pred[c[0] : c[0] + size[0], c[1] : c[1] + size[1], c[2] : c[2] + size[2]] = True
+            labels = pred.astype(np.uint8) * rng.integers(1, 4)  # label values too (2024 legacy HD95)
+            for a, b in ((gt, pred), (pred, gt), (gt, labels)):
+                assert hd95(a, b, spacing) == robust_hausdorff(surface_distances(a, b, spacing), 95)
