@@ -65,7 +65,11 @@ def to_canonical(labels: np.ndarray) -> np.ndarray:
                 raise ValueError("labels contain NaN or Inf")
             if not np.array_equal(arr, np.round(arr)):
                 raise ValueError("labels are not integers (found fractional values)")
-    values = np.unique(arr)
+    if np.issubdtype(arr.dtype, np.integer) and arr.size and 0 <= arr.min() and arr.max() <= LEGACY_ET:
+        # the usual case: a few comparisons instead of sorting the whole volume
+        values = np.array([v for v in range(int(arr.max()) + 1) if v == 0 or np.any(arr == v)])
+    else:
+        values = np.unique(arr)
     bad = [v for v in values.tolist() if int(v) not in ALLOWED_LABEL_VALUES]
     if bad:
         shown = ", ".join(str(int(v) if float(v).is_integer() else v) for v in bad[:5])

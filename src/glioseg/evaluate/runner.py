@@ -31,11 +31,9 @@ from glioseg.data.io import (
     Geometry,
     atomic_path,
     load_label,
-    read_data,
-    read_image,
     write_text_atomic,
 )
-from glioseg.data.labels import REGIONS, to_canonical
+from glioseg.data.labels import REGIONS
 from glioseg.errors import ConfigError, GliosegError, InputError
 from glioseg.evaluate.lesionwise import (
     DEFAULT_DEFINITION,
@@ -91,30 +89,8 @@ def definition_spacing(image: nib.Nifti1Image, definition: str) -> tuple[float, 
 
 
 def read_labels(path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """Load a segmentation as canonical uint8 labels, like :func:`glioseg.data.io.load_label`.
-
-    For integer files whose values lie in 0..4 (the usual segmentations), the values present
-    are validated by :func:`~glioseg.data.labels.to_canonical` on those values only (same
-    checks and messages, e.g. ET given as both 3 and 4) and legacy ET = 4 is mapped in place,
-    which avoids a sort of the whole volume.  Anything else goes through ``load_label``.
-    """
-    path = Path(path)
-    image = read_image(path)
-    raw = read_data(image, path, None)
-    if not (np.issubdtype(raw.dtype, np.integer) and raw.size):
-        return load_label(path)
-    low, high = int(raw.min()), int(raw.max())
-    if low < 0 or high > 4:
-        return load_label(path)
-    present = np.array([v for v in range(high + 1) if v == 0 or np.any(raw == v)])
-    try:
-        to_canonical(present)
-    except ValueError as exc:
-        raise InputError(path, str(exc)) from None
-    labels = raw.astype(np.uint8, copy=True)
-    if 4 in present:
-        labels[labels == 4] = 3
-    return labels, image
+    """Load a segmentation as canonical uint8 labels (:func:`glioseg.data.io.load_label`)."""
+    return load_label(path)
 
 
 def evaluate_pair(pair: Pair, definition: str = DEFAULT_DEFINITION, geometry: str = "strict") -> CaseResult:
