@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glioseg.data.arrays import bounding_box
 from glioseg.data.cases import Case, CaseData, load_case
 from glioseg.data.io import atomic_path, write_text_atomic
 from glioseg.data.labels import labels_to_regions, regions_to_labels
@@ -83,15 +84,10 @@ class PreprocessInfo:
 
 def nonzero_box(image: np.ndarray) -> tuple[tuple[int, int], ...]:
     """Bounding box ``((x0, x1), (y0, y1), (z0, z1))`` of voxels non-zero in any channel of ``(C, X, Y, Z)``."""
-    mask = np.any(image != 0, axis=0)
-    if not mask.any():
-        return tuple((0, s) for s in mask.shape)
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        box.append((int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
+    box = bounding_box(np.any(image != 0, axis=0))
+    if box is None:
+        return tuple((0, s) for s in image.shape[1:])
+    return tuple((s.start, s.stop) for s in box)
 
 
 def zscore_in_mask(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list[float], list[float]]:

@@ -27,6 +27,8 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from glioseg.data.arrays import Box, bounding_box
+
 #: Connectivity of connected components (26-neighbourhood in 3-D).
 CONNECTIVITY = 26
 #: Number of binary dilations used to merge nearby lesions.
@@ -37,23 +39,10 @@ DILATION_STRUCTURE = ndimage.generate_binary_structure(3, 2)
 NEIGHBOURS_18 = np.argwhere(DILATION_STRUCTURE) - 1
 NEIGHBOURS_18 = NEIGHBOURS_18[np.any(NEIGHBOURS_18 != 0, axis=1)]
 
-Box = tuple[slice, slice, slice]
 #: Fixed cost of one small dilation call, in voxels of a whole-array dilation (order of magnitude).
 _CALL_COST = 5_000
 #: Below this many voxels scipy's dilation (less fixed cost) beats the shifted-OR one.
 _SMALL_ARRAY = 20_000
-
-
-def bounding_box(mask: np.ndarray) -> Box | None:
-    """Smallest box (tuple of slices) holding every non-zero voxel of a 3-D ``mask``; ``None`` if empty."""
-    mask = np.asarray(mask) != 0
-    spans = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        if hit.size == 0:
-            return None
-        spans.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(spans)
 
 
 def pad_box(box: Box, margin: int | tuple[int, int, int], shape: tuple[int, ...]) -> Box:

@@ -32,10 +32,8 @@ in that box.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -43,6 +41,7 @@ from scipy.spatial import cKDTree
 
 from glioseg.data.io import atomic_path
 from glioseg.evaluate.components import bounding_box
+from glioseg.paths import cache_dir
 
 #: Bit weight of each voxel of a 2x2x2 neighbourhood in the surfel code.
 CODE_KERNEL = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]])
@@ -77,11 +76,6 @@ class SurfaceDistances:
 # ----------------------------------------------------------------------------- surfel areas
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("GLIOSEG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "glioseg")
-    return Path(root)
-
-
 _installed_normals: list[np.ndarray] = []
 
 
@@ -97,7 +91,7 @@ def surfel_normals() -> np.ndarray:
     """
     if _installed_normals:
         return _installed_normals[0]
-    path = _cache_dir() / _NORMALS_CACHE
+    path = cache_dir() / _NORMALS_CACHE
     table = None
     if path.exists():
         try:

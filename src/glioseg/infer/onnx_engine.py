@@ -14,11 +14,10 @@ import numpy as np
 import torch
 
 from glioseg.errors import ConfigError
+from glioseg.paths import cache_dir
 
 
 def _cache_path(weights: Path) -> Path:
-    from glioseg.data.synthetic.atlas import cache_dir
-
     digest = hashlib.sha256()
     with open(weights, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

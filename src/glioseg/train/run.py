@@ -286,6 +286,9 @@ def resume(out: str | Path, printer=print, extra_callbacks: list | None = None, 
 
 
 def _fit(out, plan, recipe, split, cache, options, pretrained, ckpt_path, printer, extra_callbacks) -> RunResult:
+    import logging
+    import warnings
+
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import TQDMProgressBar
@@ -305,6 +308,9 @@ def _fit(out, plan, recipe, split, cache, options, pretrained, ckpt_path, printe
     from glioseg.train.data import CaseDataset, PatchDataset
     from glioseg.train.module import SegmentationModule
 
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     L.seed_everything(options.seed, workers=True, verbose=False)
     module = SegmentationModule(plan, recipe)
     if pretrained is not None and ckpt_path is None:

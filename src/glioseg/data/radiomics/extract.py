@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from glioseg.data.arrays import bounding_box
 from glioseg.data.cases import Case, discover_cases, load_case
 from glioseg.data.io import Geometry, load_label, strip_nifti_suffix
 from glioseg.data.modalities import MODALITIES
@@ -66,13 +67,6 @@ def _brain_statistics(image: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray,
             mean[c] = values.mean()
             std[c] = values.std() if values.std() > 0 else 1.0
     return mean, std
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    coords = np.argwhere(mask)
-    if len(coords) == 0:
-        return None
-    return tuple(slice(int(a), int(b) + 1) for a, b in zip(coords.min(0), coords.max(0), strict=True))
 
 
 def zscore_in_brain(image: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
@@ -136,7 +130,7 @@ def case_features(
     brain = brain_mask(img)
     mean, std = _brain_statistics(img, brain)
     # z-scored intensities are only needed inside the tumour's bounding box
-    box = _bounding_box(wt)
+    box = bounding_box(wt)
     wt_box = wt[box] if box is not None else wt[:0, :0, :0]
     for c, modality in enumerate(MODALITIES):
         z = (img[c][box].astype(np.float64) - mean[c]) / std[c] if box is not None else np.zeros(wt_box.shape)

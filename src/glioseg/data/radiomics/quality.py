@@ -25,18 +25,13 @@ import math
 
 import numpy as np
 
+from glioseg.data.arrays import bounding_box
+
 QUALITY_FEATURES: tuple[str, ...] = ("snr", "sharpness")
 
 #: Standard deviation of ``x - mean(6 neighbours)`` for unit white noise.
 _RESIDUAL_GAIN = math.sqrt(7.0 / 6.0)
 _MAD_TO_SIGMA = 1.4826
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    coords = np.argwhere(mask)
-    if len(coords) == 0:
-        return None
-    return tuple(slice(int(a), int(b) + 1) for a, b in zip(coords.min(0), coords.max(0), strict=True))
 
 
 def _interior(mask: np.ndarray) -> np.ndarray:
@@ -94,7 +89,7 @@ def quality_features(image: np.ndarray, brain: np.ndarray | None = None) -> dict
     x = np.asarray(image)
     mask = x != 0 if brain is None else np.asarray(brain, dtype=bool)
     out = {"snr": math.nan, "sharpness": math.nan}
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     if box is None:
         return out
     # one voxel of margin so that the brain's edge voxels are not taken for interior ones

@@ -8,14 +8,13 @@ importing ``nilearn.datasets`` and decompressing the maps costs about three seco
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from glioseg.data.io import atomic_path
+from glioseg.paths import cache_dir
 
 _CACHE_VERSION = "mni152-2009a-v1"
 #: Atlas channels, in the order of :attr:`Atlas.channels`.
@@ -40,12 +39,6 @@ class Atlas:
     channels: np.ndarray
     affine: np.ndarray
     brain_centre: np.ndarray
-
-
-def cache_dir() -> Path:
-    """Folder for glioseg's derived caches (``$GLIOSEG_CACHE`` or ``~/.cache/glioseg``)."""
-    root = os.environ.get("GLIOSEG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "glioseg")
-    return Path(root)
 
 
 def _build_from_nilearn() -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
+from glioseg.data.arrays import bounding_box
 from glioseg.data.io import save_nifti, write_text_atomic
 from glioseg.data.labels import ET, NETC, SNFH
 from glioseg.data.modalities import MODALITIES
@@ -218,7 +219,7 @@ def _synthesise_contrasts(
     texture = smooth_field(shape, rng, control_points=max(4, int(round(40 / spacing)))) * 0.5
     texture += smooth_field(shape, rng, control_points=12) * 0.5
     # tumour soft masks and heterogeneity only where there is tumour
-    tumour_box = _bounding_box(labels > 0, margin=3)
+    tumour_box = bounding_box(labels > 0, margin=3)
     soft: dict[str, np.ndarray] = {}
     hetero = None
     if tumour_box is not None:
@@ -263,17 +264,6 @@ def _synthesise_contrasts(
         modality_record["scale"] = round(scale, 1)
         record["modalities"][modality] = modality_record
     return images, record
-
-
-def _bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, mask.shape[axis])))
-    return tuple(box)
 
 
 def generate_case(
@@ -335,7 +325,7 @@ def generate_case(
     ]
 
     # fine pass, restricted to the brain's bounding box (plus margin for warping)
-    coarse_box = _bounding_box(coarse_brain > 0.05, margin=1)
+    coarse_box = bounding_box(coarse_brain > 0.05, margin=1)
     if coarse_box is None:
         raise ValueError(f"field of view {fov} mm does not contain the brain; use a larger shape or spacing")
     inv = np.linalg.inv(affine)
