@@ -13,6 +13,7 @@ from glioseg.cli import (
     evaluate_commands,
     import_commands,
     infer_commands,
+    postprocess_commands,
     train_commands,
     transfer_commands,
 )
@@ -32,6 +33,7 @@ infer_commands.register(app)
 evaluate_commands.register(app)
 transfer_commands.register(app)
 import_commands.register(app)
+postprocess_commands.register(app)
 
 
 def main() -> None:

@@ -30,6 +30,9 @@ def predict(
     t1c: Path | None = typer.Option(None, help="... the T1 contrast-enhanced image."),
     t2w: Path | None = typer.Option(None, help="... the T2-weighted image."),
     t2f: Path | None = typer.Option(None, help="... the T2-FLAIR image."),
+    postprocess: Path | None = typer.Option(
+        None, "--postprocess", help="Post-processing configuration (pp.json from glioseg postprocess tune) applied before writing."
+    ),
 ) -> None:
     """Segment cases with one model, a fold ensemble or a weighted model ensemble (BraTS labels 1/2/3)."""
     import numpy as np
@@ -53,9 +56,14 @@ def predict(
                 parsed_weights = np.asarray([float(w) for w in weights.split(",")])
             except ValueError:
                 raise typer.BadParameter(f"--weights must be numbers like 0.6,0.4 or a .json file, got {weights!r}") from None
+    hook = None
+    if postprocess is not None:
+        from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
+
+        hook = make_postprocessor(PostprocessConfig.load(postprocess))
     options = PredictOptions(
         tta=tta.value, overlap=overlap, device=device, thresholds=parse_triple(thresholds, "--thresholds", float),
-        save_probabilities=save_probabilities, weights=parsed_weights,
+        save_probabilities=save_probabilities, weights=parsed_weights, postprocess=hook,
     )
     members = sum(len(g.members) for g in groups)
     console.print(f"{len(cases)} case(s), {len(groups)} model(s) with {members} member(s), TTA {tta.value}, overlap {overlap}")
