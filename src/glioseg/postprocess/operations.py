@@ -41,6 +41,7 @@ import cc3d
 import numpy as np
 
 from glioseg.data.labels import ET, NETC, SNFH
+from glioseg.evaluate.components import bounding_box
 
 #: Labels that make up each target (regions and single labels).
 TARGET_LABELS: dict[str, tuple[int, ...]] = {
@@ -121,16 +122,6 @@ def target_mask(labels: np.ndarray, target: str) -> np.ndarray:
     return mask
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    spans = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        if hit.size == 0:
-            return None
-        spans.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(spans)
-
-
 def components(labels: np.ndarray, target: str) -> Components:
     """Label the 26-connected components of ``target`` and count their voxels (one pass each).
 
@@ -141,7 +132,7 @@ def components(labels: np.ndarray, target: str) -> Components:
     [1, 8]
     """
     mask = target_mask(_check_labels(labels), target)
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     if box is None:
         return Components(None, np.zeros((0, 0, 0), np.uint16), np.zeros(1, np.int64))
     sub = np.ascontiguousarray(mask[box])

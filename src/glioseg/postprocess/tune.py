@@ -45,11 +45,12 @@ import numpy as np
 
 from glioseg.data.labels import ET, NETC, REGIONS, SNFH
 from glioseg.errors import ConfigError, GliosegError, InputError
+from glioseg.evaluate.components import DILATION_ITERATIONS, bounding_box, pad_box
 from glioseg.postprocess.config import Operation
 from glioseg.postprocess.operations import CONNECTIVITY, largest_components
 
 #: Margin kept around the tumour when a case is cropped for scoring: the metrics' dilation reach.
-_MARGIN = 3
+_MARGIN = DILATION_ITERATIONS
 #: Floating-point slack of the never-lower rule (scores of identical maps are identical).
 _TOLERANCE = 1e-12
 
@@ -247,16 +248,6 @@ class CaseScores:
     features: dict | None = None
 
 
-def _bounding_box(mask: np.ndarray):
-    spans = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        if hit.size == 0:
-            return None
-        spans.append(slice(max(int(hit[0]) - _MARGIN, 0), min(int(hit[-1]) + 1 + _MARGIN, mask.shape[axis])))
-    return tuple(spans)
-
-
 def score_case(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -293,7 +284,7 @@ def score_case(
     n = len(settings)
     dice = np.empty((n, len(REGIONS)), dtype=np.float64)
     hd = np.empty((n, len(REGIONS)), dtype=np.float64)
-    box = _bounding_box((pred > 0) | (gt > 0))
+    box = bounding_box((pred > 0) | (gt > 0))
     voxel_mm3 = float(np.prod(spacing))
     if box is None:  # nothing anywhere: every setting gives the empty map
         result = evaluate_labels(pred, gt, spacing, definition, case_id)
@@ -301,6 +292,7 @@ def score_case(
         hd[:] = [result.regions[r].lesionwise_hd95 for r in REGIONS]
         return CaseScores(case_id, dice, hd, 1, {r: 0 for r in REGIONS}, time.perf_counter() - began, voxel_mm3)
     # Cropping with the metrics' dilation margin changes no lesion-wise score (docs/evaluation.md).
+    box = pad_box(box, _MARGIN, pred.shape)
     plan = CasePlan(pred[box])
     g = np.ascontiguousarray(gt[box])
 
@@ -337,7 +329,7 @@ def score_case(
             r = result.regions[REGIONS[i]]
             done[i].setdefault(triple[i], (r.lesionwise_dice, r.lesionwise_hd95))
 
-    def fill(level: int, core: bool) -> None:
+    def cover(level: int, core: bool) -> None:
         """Score maps until every key of ``level`` is done, each covering as many new entries as possible."""
         for key in sorted({t[level] for t in flags_of}):
             if key in done[level]:
@@ -346,9 +338,9 @@ def score_case(
             best = max(candidates, key=lambda t: sum(t[i] not in done[i] for i in range(1 if core else 0, 3)))
             score(best, flags_of[best], core)
 
-    fill(0, core=False)
-    fill(2, core=True)
-    fill(1, core=True)
+    cover(0, core=False)
+    cover(2, core=True)
+    cover(1, core=True)
     for i in range(3):
         table = np.array([done[i][k] for k in range(max(done[i]) + 1)]) if done[i] else np.zeros((0, 2))
         dice[:, i] = table[keys[:, i], 0]
