@@ -13,19 +13,26 @@ runner = CliRunner()
 
 
 def _commands() -> list[str]:
-    return [c.name or c.callback.__name__ for c in app.registered_commands]
+    """Every command line: top-level commands, command groups (sub-apps), and the commands of each group."""
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    for group in app.registered_groups:
+        names.append(group.name)
+        names += [f"{group.name} {c.name or c.callback.__name__}" for c in group.typer_instance.registered_commands]
+    return names
 
 
 def test_help_lists_every_command_with_a_description():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     for name in _commands():
-        assert re.search(rf"{name}\s+\S+", result.output), name
+        if " " not in name:
+            assert re.search(rf"{name}\s+\S+", result.output), name
+    assert any(" " in name for name in _commands())  # groups and their commands are covered too
 
 
 @pytest.mark.parametrize("name", _commands())
 def test_every_command_help_has_an_example(name):
-    result = runner.invoke(app, [name, "--help"])
+    result = runner.invoke(app, [*name.split(), "--help"])
     assert result.exit_code == 0
     assert "Example: glioseg " + name in result.output.replace("\n", " ").replace("  ", " ")
 

@@ -14,6 +14,7 @@ from glioseg.cli import (
     experiment_commands,
     import_commands,
     infer_commands,
+    postprocess_commands,
     train_commands,
     transfer_commands,
 )
@@ -33,6 +34,7 @@ infer_commands.register(app)
 evaluate_commands.register(app)
 transfer_commands.register(app)
 import_commands.register(app)
+postprocess_commands.register(app)
 experiment_commands.register(app)
 
 

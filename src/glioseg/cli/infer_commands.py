@@ -42,6 +42,9 @@ def predict(
     t1c: Path | None = typer.Option(None, help="... the T1 contrast-enhanced image."),
     t2w: Path | None = typer.Option(None, help="... the T2-weighted image."),
     t2f: Path | None = typer.Option(None, help="... the T2-FLAIR image."),
+    postprocess: Path | None = typer.Option(
+        None, "--postprocess", help="Post-processing configuration (pp.json from glioseg postprocess tune) applied before writing."
+    ),
 ) -> None:
     """Segment cases with one model, a fold ensemble or a weighted model ensemble (BraTS labels 1/2/3)."""
     import numpy as np
@@ -65,6 +68,11 @@ def predict(
                 parsed_weights = np.asarray([float(w) for w in weights.split(",")])
             except ValueError:
                 raise typer.BadParameter(f"--weights must be numbers like 0.6,0.4 or a .json file, got {weights!r}") from None
+    hook = None
+    if postprocess is not None:
+        from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
+
+        hook = make_postprocessor(PostprocessConfig.load(postprocess))
     members = sum(len(g.members) for g in groups)
     after_case = None
     if report:
@@ -76,7 +84,7 @@ def predict(
     options = PredictOptions.from_mode(
         mode.value, tta=tta.value if tta else None, overlap=overlap, window=window, engine=engine, device=device,
         thresholds=parse_triple(thresholds, "--thresholds", float), save_probabilities=save_probabilities,
-        weights=parsed_weights, after_case=after_case, track_variance=report and members > 1,
+        weights=parsed_weights, after_case=after_case, track_variance=report and members > 1, postprocess=hook,
     )
     used = sum(min(len(g.members), options.members_per_group or len(g.members)) for g in groups)
     console.print(
