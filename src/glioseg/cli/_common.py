@@ -12,7 +12,7 @@ from rich.console import Console
 
 from glioseg.errors import GliosegError
 
-console = Console(stderr=False, highlight=False, soft_wrap=True)
+console = Console(stderr=False, highlight=False, soft_wrap=True, markup=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable)

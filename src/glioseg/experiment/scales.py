@@ -50,9 +50,9 @@ SCALES: dict[str, Scale] = {
     # the documented CPU experiment (about 90 minutes on a 2-core laptop); full-size synthetic
     # cases trained at 3 mm with narrow networks
     "small": Scale(
-        name="small", n_source=16, n_target=25, n_test=12, shape=(240, 240, 155), spacing=1.0, train_spacing=3.0,
+        name="small", n_source=16, n_target=20, n_test=10, shape=(240, 240, 155), spacing=1.0, train_spacing=3.0,
         patch=(40, 40, 40), base_features=8, nnunet="nnunet", mednext="mednext-s-k3", folds=5,
-        pretrain_epochs=20, pretrain_iters=40, finetune_epochs=5, finetune_iters=20, scratch_epochs=5,
+        pretrain_epochs=12, pretrain_iters=50, finetune_epochs=4, finetune_iters=20, scratch_epochs=8,
         scratch_iters=20, tta="flip",
     ),
     # the paper's settings: 1 mm, 128^3-class patches (planned), 5 folds, 150 fine-tuning epochs; for GPUs

@@ -250,15 +250,18 @@ class Experiment:
             save_nifti(labels, target_file, reference=read_image(cases[case_id].images["t1n"]), dtype=np.uint8)
 
     def tune_postprocessing(self, target: Path) -> Path:
-        from glioseg.postprocess.tune import tune_from_folders
+        from glioseg.postprocess.tune import tune
 
         path = self.path("ensemble", "postprocess.json")
         if not path.exists():
             self.log("[post-processing] grid search per radiomic cluster on the ensemble's out-of-fold predictions")
             clusters = self.path("splits", "radiomics.model.json")
-            self.timed("postprocess", lambda: tune_from_folders(
-                self.path("ensemble", "oof"), target, path, clusters=clusters, definition=DEFINITION,
-                min_cases_per_cluster=self.scale.pp_min_cases_per_cluster))
+            result = self.timed("postprocess", lambda: tune(
+                self.path("ensemble", "oof"), target, definition=DEFINITION, cluster_model_path=clusters,
+                min_cluster_cases=self.scale.pp_min_cases_per_cluster))
+            if result.failures:
+                raise ConfigError(f"post-processing tuning could not use every case: {result.failures[0]}")
+            result.write(path)
             self.command("postprocess", "tune", "--pred", self.path("ensemble", "oof"), "--gt", target, "--out", path,
                          "--clusters", clusters, "--definition", DEFINITION)
         return path
@@ -296,9 +299,9 @@ class Experiment:
                 weights = load_weights_file(arm.weights, groups) if arm.weights else None
                 postprocess = None
                 if arm.postprocess is not None:
-                    from glioseg.postprocess import load_postprocessor
+                    from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
 
-                    postprocess = load_postprocessor(arm.postprocess)
+                    postprocess = make_postprocessor(PostprocessConfig.load(arm.postprocess))
                 options = PredictOptions(tta=self.scale.tta, weights=weights, postprocess=postprocess, device="auto",
                                          save_probabilities=arm.key == "ensemble", track_variance=False)
                 todo = [c for c in cases if not (pred / f"{c.case_id}.nii.gz").exists()]

@@ -87,7 +87,7 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
     doc.paragraph(
         "Mean per-case difference of lesion-wise Dice (compared arm minus baseline), 95 % percentile bootstrap interval "
         "(10,000 resamples, seed 0) and two-sided Wilcoxon signed-rank p. A difference is called significant when the "
-        "interval excludes 0."
+        "interval excludes 0 and p < 0.05."
     )
     arms_by_key = {a.key: a for a in arms}
     claim_rows, verdicts = [], []

@@ -1,0 +1,62 @@
+"""glioseg experiment transfer --scale tiny: the whole pipeline runs and fills every row of the report."""
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from glioseg.cli import app
+from glioseg.evaluate.stats import paired_difference
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_transfer_experiment_fills_its_report_and_resumes(tmp_path):
+    out = tmp_path / "exp"
+    runner = CliRunner()
+    result = runner.invoke(app, ["experiment", "transfer", "--out", str(out), "--scale", "tiny"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    keys = [arm["key"] for arm in results["arms"]]
+    assert keys == [
+        "nnunet-scratch", "nnunet-pretrained", "nnunet-ft-random", "nnunet-ft-stratified",
+        "mednext-scratch", "mednext-pretrained", "mednext-ft-random", "mednext-ft-stratified",
+        "ensemble", "ensemble-pp",
+    ]
+    report = (out / "report.md").read_text()
+    for arm in results["arms"]:
+        scores = arm["scores"]
+        assert len(scores["case_id"]) == 3
+        for region in ("ET", "TC", "WT"):
+            values = scores[f"{region}_dice"] + scores[f"{region}_hd95"]
+            assert all(math.isfinite(v) for v in values)
+            assert all(0 <= v <= 1 for v in scores[f"{region}_dice"])
+        assert arm["title"] in report
+    # the table rows are numbers computed in this run: they match the per-case evaluations on disk
+    import pandas as pd
+
+    for arm in results["arms"]:
+        frame = pd.read_csv(out / "test" / arm["key"] / "evaluation" / "per_case.csv").sort_values("case_id")
+        assert frame["WT_lesionwise_dice"].tolist() == pytest.approx(arm["scores"]["WT_dice"])
+    assert "All numbers below are on synthetic phantoms" in report
+    assert "glioseg synth" in report and "glioseg finetune" in report and "glioseg postprocess tune" in report
+    assert set(results["comparisons"]) and all("verdict" in c for c in results["comparisons"].values())
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "figures/case-worst.png" in html
+    assert (out / "figures" / "case-best.png").exists()
+    # rerunning skips every finished step
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
+    again = runner.invoke(app, ["experiment", "transfer", "--out", str(out), "--scale", "tiny"])
+    assert again.exit_code == 0, again.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == stamps
+    assert "[cv]" not in again.output and "[pretrain]" not in again.output
+
+
+def test_paired_difference_needs_both_interval_and_test():
+    few = paired_difference([0.5, 0.6, 0.7], [0.6, 0.7, 0.8])
+    assert few.ci_low > 0 and not few.significant
+    many = paired_difference([0.5 + 0.01 * i for i in range(12)], [0.6 + 0.011 * i for i in range(12)])
+    assert many.significant and many.p_wilcoxon < 0.05
+    with pytest.raises(ValueError, match="one length"):
+        paired_difference([1, 2], [1])
