@@ -123,8 +123,11 @@ def test_ensemble_weights_from_cv_and_weighted_prediction(cohorts, tmp_path):
         pytest.skip("needs the fine-tuned CV run of the previous test")
     runner = CliRunner()
     weights = tmp_path / "weights.json"
-    result = runner.invoke(app, ["ensemble-weights", str(root / "cv-ft"), str(root / "cv-scratch"), "--out", str(weights)])
+    oof = tmp_path / "oof-ensemble"
+    result = runner.invoke(app, ["ensemble-weights", str(root / "cv-ft"), str(root / "cv-scratch"), "--out", str(weights),
+                                 "--data", str(root / "target"), "--oof-out", str(oof)])
     assert result.exit_code == 0, result.output
+    assert len(list(oof.glob("*.nii.gz"))) == 5
     doc = json.loads(weights.read_text())
     summaries = [json.loads((root / d / "cv_summary.json").read_text())["overall"] for d in ("cv-ft", "cv-scratch")]
     for region in ("WT", "TC", "ET"):

@@ -116,7 +116,8 @@ def ensemble_weights(
     cv_runs: list[Path] = typer.Argument(..., help="Cross-validation folders (glioseg train/finetune --fold all)."),
     out: Path = typer.Option(..., "--out", "-o", help="weights.json to write."),
     method: str = typer.Option("proportional", help="proportional (to CV lesion-wise Dice) or search (grid on OOF probabilities)."),
-    data: Path | None = typer.Option(None, help="Labelled data (needed by --method search)."),
+    data: Path | None = typer.Option(None, help="Labelled data (needed by --method search and --oof-out)."),
+    oof_out: Path | None = typer.Option(None, help="Also write the weighted ensemble's out-of-fold label maps here (for postprocess tune)."),
 ) -> None:
     """Ensemble weights per region from cross-validated lesion-wise Dice, for glioseg predict --weights."""
     from glioseg.infer.weights import ensemble_weights as compute
@@ -124,6 +125,14 @@ def ensemble_weights(
 
     doc = compute(cv_runs, method, data)
     write_weights(doc, out)
+    if oof_out is not None:
+        from glioseg.errors import InputError
+        from glioseg.infer.weights import combine_out_of_fold
+
+        if data is None:
+            raise InputError("--oof-out", "needs --data (the labelled cohort the cross-validation ran on)")
+        written = combine_out_of_fold(cv_runs, doc, data, oof_out)
+        console.print(f"{len(written)} out-of-fold ensemble label map(s) -> {oof_out}")
     for entry in doc["models"]:
         console.print(f"{entry['name']}: " + ", ".join(f"{r} {w:.3f}" for r, w in entry["weights"].items())
                       + "  (CV lesion-wise Dice " + ", ".join(f"{r} {d:.3f}" for r, d in entry["cv_lesionwise_dice"].items()) + ")")
@@ -141,5 +150,6 @@ def register(app: typer.Typer) -> None:
     )(reports_errors(finetune))
     app.command(
         name="ensemble-weights",
-        epilog="Example: glioseg ensemble-weights runs/nnunet-ft runs/mednext-ft --out weights.json",
+        epilog="Example: glioseg ensemble-weights runs/nnunet-ft runs/mednext-ft --out weights.json "
+        "--data data/local --oof-out runs/oof-ensemble",
     )(reports_errors(ensemble_weights))

@@ -23,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from glioseg.data.io import write_text_atomic
 from glioseg.data.labels import REGIONS
 from glioseg.errors import ConfigError
@@ -217,7 +215,7 @@ class Experiment:
         return runs
 
     def ensemble(self, cv_runs: dict[str, Path], target: Path) -> Path:
-        from glioseg.infer.weights import ensemble_weights, write_weights
+        from glioseg.infer.weights import combine_out_of_fold, ensemble_weights, write_weights
 
         path = self.path("ensemble", "weights.json")
         members = [cv_runs["nnunet-ft-stratified"], cv_runs["mednext-ft-stratified"]]
@@ -227,27 +225,8 @@ class Experiment:
             self.command("ensemble-weights", *members, "--out", path)
         oof = self.path("ensemble", "oof")
         if not oof.exists() or len(list(oof.glob("*.nii.gz"))) < len(list((members[0] / "oof").glob("*.nii.gz"))):
-            self._combine_out_of_fold(members, path, oof, target)
+            combine_out_of_fold(members, json.loads(path.read_text()), target, oof)
         return path
-
-    def _combine_out_of_fold(self, members: list[Path], weights_path: Path, oof: Path, target: Path) -> None:
-        """Ensemble out-of-fold labels from the members' OOF probabilities with the CV weights."""
-        from glioseg.data.cases import discover_cases
-        from glioseg.data.io import read_image, save_nifti
-        from glioseg.data.labels import probabilities_to_labels
-        from glioseg.infer.batch import load_probabilities
-
-        doc = json.loads(weights_path.read_text())
-        w = np.asarray([[m["weights"][r] for r in REGIONS] for m in doc["models"]], dtype=np.float32)
-        cases = discover_cases(target).by_id()
-        for npz in sorted((members[0] / "oof").glob("*_probabilities.npz")):
-            case_id = npz.name.removesuffix("_probabilities.npz")
-            target_file = oof / f"{case_id}.nii.gz"
-            if target_file.exists():
-                continue
-            total = sum(wi[:, None, None, None] * load_probabilities(m / "oof" / npz.name) for wi, m in zip(w, members, strict=True))
-            labels = probabilities_to_labels(total / w.sum(axis=0)[:, None, None, None])
-            save_nifti(labels, target_file, reference=read_image(cases[case_id].images["t1n"]), dtype=np.uint8)
 
     def tune_postprocessing(self, target: Path) -> Path:
         from glioseg.postprocess.tune import tune

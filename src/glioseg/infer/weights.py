@@ -113,3 +113,40 @@ def ensemble_weights(cv_dirs: Sequence[str | Path], method: str = "proportional"
 def write_weights(doc: dict, path: str | Path) -> Path:
     write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
     return Path(path)
+
+
+def combine_out_of_fold(cv_dirs: Sequence[str | Path], doc: dict, data: str | Path, out_dir: str | Path) -> list[Path]:
+    """Weighted ensemble of the out-of-fold probabilities of several CV runs, as label maps in ``out_dir``.
+
+    The runs must share their cases (same folds or at least the same cohort); labels are written
+    on each case's grid (``<ID>.nii.gz``), ready for ``glioseg postprocess tune``.  Existing
+    files are kept (the step resumes).
+    """
+    from glioseg.data.cases import discover_cases
+    from glioseg.data.io import save_nifti
+    from glioseg.data.labels import probabilities_to_labels
+    from glioseg.infer.batch import load_probabilities
+
+    dirs = [Path(d) for d in cv_dirs]
+    weights = np.asarray([[m["weights"][r] for r in REGIONS] for m in doc["models"]], dtype=np.float32)
+    if len(weights) != len(dirs):
+        raise InputError("weights", f"{len(weights)} weight entries for {len(dirs)} cross-validation runs")
+    cases = discover_cases(data).by_id()
+    out = Path(out_dir)
+    written = []
+    for npz in sorted((dirs[0] / "oof").glob("*_probabilities.npz")):
+        case_id = npz.name.removesuffix("_probabilities.npz")
+        target = out / f"{case_id}.nii.gz"
+        if target.exists():
+            continue
+        if case_id not in cases:
+            raise InputError(data, f"case {case_id} of the out-of-fold predictions is not in the data")
+        total = np.zeros(1, np.float32)
+        for w, d in zip(weights, dirs, strict=True):
+            source = d / "oof" / npz.name
+            if not source.exists():
+                raise InputError(d, f"no out-of-fold probabilities for {case_id} (the runs must share their cases)")
+            total = total + w[:, None, None, None] * load_probabilities(source)
+        labels = probabilities_to_labels(total / weights.sum(axis=0)[:, None, None, None])
+        written.append(save_nifti(labels, target, reference=read_image(cases[case_id].images["t1n"]), dtype=np.uint8))
+    return written
