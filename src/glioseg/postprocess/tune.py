@@ -396,7 +396,7 @@ def paired_statistics(
     (``scipy.stats.wilcoxon``, zero differences dropped; 1.0 when every difference is 0),
     and how many cases got better, worse or stayed the same.
     """
-    from scipy.stats import wilcoxon
+    from glioseg.evaluate.stats import paired_difference
 
     b = np.asarray(before, dtype=np.float64)
     a = np.asarray(after, dtype=np.float64)
@@ -404,19 +404,16 @@ def paired_statistics(
     n = int(d.size)
     if n == 0:
         return {"n": 0}
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    nonzero = d[d != 0]
-    p = 1.0 if nonzero.size == 0 else float(wilcoxon(nonzero).pvalue)
+    stats = paired_difference(b, a, n_boot=n_boot, confidence=0.95, seed=seed)
     sign = 1 if higher_is_better else -1
     return {
         "n": n,
-        "before_mean": float(b.mean()),
-        "after_mean": float(a.mean()),
-        "mean_difference": float(d.mean()),
-        "ci95_low": float(np.percentile(boot, 2.5)),
-        "ci95_high": float(np.percentile(boot, 97.5)),
-        "wilcoxon_p": p,
+        "before_mean": stats.mean_a,
+        "after_mean": stats.mean_b,
+        "mean_difference": stats.mean_difference,
+        "ci95_low": stats.ci_low,
+        "ci95_high": stats.ci_high,
+        "wilcoxon_p": stats.p_wilcoxon,
         "n_better": int(np.sum(sign * d > 0)),
         "n_worse": int(np.sum(sign * d < 0)),
         "n_unchanged": int(np.sum(d == 0)),
