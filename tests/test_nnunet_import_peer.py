@@ -219,3 +219,23 @@ def test_genuine_checkpoint_needs_the_numpy_allow_list_and_pickled_objects_are_r
     with pytest.raises(InputError, match=r"checkpoint_final.pth: holds a pickled object \((posix|nt)\.system\)"):
         import_nnunet(folder)
     assert not (tmp_path / "executed").exists()
+
+
+def test_imported_nnunet_model_predicts_through_glioseg(nnunet, tmp_path):
+    """The imported checkpoint is an ordinary glioseg model: glioseg predict runs it on the raw dataset."""
+    from typer.testing import CliRunner
+
+    from glioseg.cli import app
+
+    folder = nnunet["results"] / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    import_nnunet(folder, fold=0).save(tmp_path / "model")
+    result = CliRunner().invoke(app, ["predict", str(nnunet["raw"]), "--model", str(tmp_path / "model"),
+                                      "--out", str(tmp_path / "pred"), "--tta", "none"])
+    assert result.exit_code == 0, result.output
+    written = sorted((tmp_path / "pred").glob("*.nii.gz"))
+    assert len(written) == len(list((nnunet["raw"] / "imagesTr").glob("*_0000.nii.gz")))
+    import nibabel as nib
+
+    labels = np.asarray(nib.load(written[0]).dataobj)
+    image = nib.load(next((nnunet["raw"] / "imagesTr").glob("*_0000.nii.gz")))
+    assert labels.shape == image.shape and set(np.unique(labels)) <= {0, 1, 2, 3}
