@@ -124,11 +124,12 @@ def test_region_model_reproduces_nnunet_outputs(nnunet, tmp_path):
     print(f"max |glioseg - nnunetv2| region logits: float32 {difference:.2e}, float64 {difference64:.2e} "
           f"(max |logit| {scale:.1f})")
     assert difference64 < 1e-10
-    assert difference < 1e-5 * max(1.0, scale)
+    assert difference < 5e-5 * max(1.0, scale)
     n_heads = len([k for k in ref if k.startswith("regions_ds")])
     assert len(deep) == n_heads == config.arch_kwargs["n_stages"] - 1
     for i, output in enumerate(deep):
-        torch.testing.assert_close(output, _to_glioseg(ref[f"regions_ds{i}"], inverse), atol=1e-5, rtol=0)
+        head = _to_glioseg(ref[f"regions_ds{i}"], inverse)
+        torch.testing.assert_close(output, head, atol=5e-5 * max(1.0, head.abs().max().item()), rtol=0)
     source = doc["imported_from"]
     assert source["trainer"] == "nnUNetTrainer" and source["epoch"] == 1 and source["configuration"] == "3d_fullres"
     assert source["axes"]["network_axis_to_glioseg_axis"] == perm

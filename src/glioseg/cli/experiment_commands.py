@@ -36,4 +36,8 @@ def register(app: typer.Typer) -> None:
     experiment_app.command(
         epilog="Example: glioseg experiment transfer --out runs/exp-small --scale small"
     )(reports_errors(transfer))
-    app.add_typer(experiment_app, name="experiment")
+    app.add_typer(
+        experiment_app,
+        name="experiment",
+        epilog="Example: glioseg experiment transfer --out runs/exp-tiny --scale tiny",
+    )
