@@ -106,8 +106,12 @@ def child(spec: dict) -> dict:
     return {"seconds": seconds, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def run_child(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+def run_child(spec: dict, timeout: float | None = None) -> dict:
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after {timeout:.0f} s (--timeout)"}
     if proc.returncode:
         tail = (proc.stderr or proc.stdout).strip().splitlines()
         return {"error": tail[-1] if tail else f"exit {proc.returncode}"}
@@ -124,13 +128,21 @@ def region_dice(a: np.ndarray, b: np.ndarray) -> list[float]:
     return out
 
 
-MODES = {
-    # name: (tta, window, overlap, members_per_group)
-    "fast": ("none", "whole", 0.5, 1),
-    "default": ("flip", "sliding", 0.5, None),
-    "accurate": ("spread", "whole", 0.5, None),
-    "reference": ("full", "sliding", 0.5, None),
-}
+def _mode_table() -> dict[str, tuple]:
+    """glioseg's named modes plus the single-lever variants measured against them."""
+    from glioseg.infer.modes import MODES as NAMED
+
+    table = {name: (m.tta, m.window, m.overlap, m.members_per_group) for name, m in NAMED.items()}
+    table |= {
+        # name: (tta, window, overlap, members_per_group)
+        "whole/none": ("none", "whole", 0.5, 1),
+        "slide.5/none": ("none", "sliding", 0.5, 1),
+        "slide.25/none": ("none", "sliding", 0.25, 1),
+        "whole/spread": ("spread", "whole", 0.5, None),
+        "slide.5/spread": ("spread", "sliding", 0.5, None),
+        "slide.25/spread": ("spread", "sliding", 0.25, None),
+    }
+    return table
 
 
 # ----------------------------------------------------------------------------- nnU-Net peer
@@ -314,8 +326,13 @@ def main() -> None:
     parser.add_argument("--cv", nargs="*", default=[])
     parser.add_argument("--real", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--modes", default="fast,default,accurate,reference")
+    parser.add_argument("--modes", default="fast,default,accurate,reference",
+                        help="named modes and/or variants: " + ", ".join(_mode_table()))
     parser.add_argument("--peer", action="store_true")
+    parser.add_argument("--peer-mirroring", default="off,on", help="nnunetv2 runs: off, on or off,on")
+    parser.add_argument("--brats-reference", action="store_true",
+                        help="also compute the BraTS-plan reference (8 mirrorings x sliding windows: ~20 min per case)")
+    parser.add_argument("--timeout", type=float, default=None, help="stop any single measurement after this many seconds")
     parser.add_argument("--levers", action="store_true")
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -330,6 +347,9 @@ def main() -> None:
 
     from glioseg.cli.data_commands import DEMO_MODEL
     from glioseg.data.synthetic import generate_case, write_case
+
+    global MODES
+    MODES = _mode_table()
 
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads")
     results: dict = {"machine": platform.platform(), "threads": args.threads, "rows": [], "levers": []}
@@ -349,34 +369,46 @@ def main() -> None:
             members = cv_members(args.cv)
             sets["cv"] = {"single": members[:1], "ensemble": members}
         modes = args.modes.split(",")
-        header = f"{'set':6s} {'case':22s} {'mode':10s} {'members':>7s} {'seconds':>8s} {'peak GiB':>9s} {'Dice vs reference WT/TC/ET':>28s}"
+        header = f"{'set':6s} {'case':22s} {'mode':15s} {'members':>7s} {'seconds':>8s} {'peak GiB':>9s} {'Dice vs reference WT/TC/ET':>28s}"
         print(header)
         for set_name, spec in sets.items():
             for case in cases:
-                labels = {}
-                order = ["reference"] + [m for m in modes if m != "reference"] if "reference" in modes else modes
-                for mode in order:
+                # The yardstick of a mode is the reference prediction of the same members: one
+                # member for single-model modes, the whole ensemble for ensemble modes (not
+                # computed for the random-weight BraTS ensemble: 10 models x 8 mirrorings at 1 mm
+                # take hours on a 2-core CPU).
+                runs = []
+                if "reference" in modes and (set_name != "brats" or args.brats_reference):
+                    runs.append(("reference", spec["single"]))
+                    if spec["ensemble"] and set_name != "brats":
+                        runs.append(("reference", spec["ensemble"]))
+                for mode in (m for m in modes if m != "reference"):
+                    per_group = MODES[mode][3]
+                    runs.append((mode, spec["ensemble"] if per_group is None and spec["ensemble"] else spec["single"]))
+                references: dict[int, np.ndarray] = {}
+                single_labels: dict[str, np.ndarray] = {}
+                for mode, members in runs:
                     tta, window, overlap, per_group = MODES[mode]
-                    members = spec["ensemble"] if mode in ("accurate",) and spec["ensemble"] else spec["single"]
-                    if mode == "reference" and spec["ensemble"] and "accurate" in modes and set_name != "brats":
-                        members = spec["ensemble"]
-                    out = root / f"{set_name}-{case.name}-{mode}.npy"
+                    out = root / f"{set_name}-{case.name}-{mode.replace('/', '_')}-{len(members)}.npy"
                     r = run_child({"case": str(case), "members": [str(m) for m in members], "tta": tta, "window": window,
                                    "overlap": overlap, "members_per_group": per_group, "threads": args.threads,
-                                   "labels_out": str(out)})
+                                   "labels_out": str(out)}, args.timeout)
                     row = {"set": set_name, "case": case.name, "mode": mode, "members": len(members), **r}
                     if "error" not in r:
-                        labels[mode] = np.load(out)
-                        ref_key = "reference"
-                        if ref_key in labels and mode != ref_key and (mode != "accurate" or set_name != "brats"):
-                            row["dice_vs_reference"] = region_dice(labels[mode], labels[ref_key])
+                        labels = np.load(out)
+                        if len(members) == 1:
+                            single_labels[mode] = labels
+                        if mode == "reference":
+                            references[len(members)] = labels
+                        elif len(members) in references:
+                            row["dice_vs_reference"] = region_dice(labels, references[len(members)])
                     results["rows"].append(row)
                     dice = "/".join(f"{d:.3f}" for d in row.get("dice_vs_reference", [])) or "-"
                     text = row.get("error") or f"{row['seconds']:8.1f} {row['peak_gib']:9.2f} {dice:>28s}"
-                    print(f"{set_name:6s} {case.name[:22]:22s} {mode:10s} {len(members):7d} {text}", flush=True)
+                    print(f"{set_name:6s} {case.name[:22]:22s} {mode:15s} {len(members):7d} {text}", flush=True)
                 if args.peer and set_name == "brats":
                     results_dir = write_nnunet_results(spec["single"][0], root / "nnunet_results")
-                    for mirroring in (False, True):
+                    for mirroring in [m == "on" for m in args.peer_mirroring.split(",")]:
                         out_dir = root / f"peer-{mirroring}"
                         out_dir.mkdir()
                         proc = subprocess.run([sys.executable, __file__, "--peer-child", json.dumps({
@@ -389,12 +421,19 @@ def main() -> None:
                             import nibabel as nib
 
                             pred = np.asarray(nib.load(out_dir / f"{case.name}.nii.gz").dataobj).astype(np.uint8)
-                            r["dice_vs_reference"] = region_dice(pred, labels["reference"]) if "reference" in labels else None
+                            r["dice_vs_reference"] = region_dice(pred, references[1]) if 1 in references else None
+                            # the same computation in glioseg (sliding, overlap 0.5, Gaussian, same mirroring)
+                            same = single_labels.get("reference" if mirroring else "slide.5/none")
+                            if same is not None:
+                                r["dice_vs_glioseg_same_setting"] = region_dice(pred, same)
                         mode = f"nnunetv2 {'TTA' if mirroring else 'noTTA'}"
                         results["rows"].append({"set": set_name, "case": case.name, "mode": mode, "members": 1, **r})
                         dice = "/".join(f"{d:.3f}" for d in (r.get("dice_vs_reference") or [])) or "-"
                         text = r.get("error") or f"{r['seconds']:8.1f} {r['peak_gib']:9.2f} {dice:>28s}"
-                        print(f"{set_name:6s} {case.name[:22]:22s} {mode:10s} {1:7d} {text}", flush=True)
+                        if r.get("dice_vs_glioseg_same_setting"):
+                            text += "   vs glioseg, same setting: " + "/".join(
+                                f"{d:.3f}" for d in r["dice_vs_glioseg_same_setting"])
+                        print(f"{set_name:6s} {case.name[:22]:22s} {mode:15s} {1:7d} {text}", flush=True)
         if args.levers and "brats" in sets:
             print("\nlevers (BraTS nnU-Net, synthetic case, preprocessed crop):")
             results["levers"] = levers(sets["brats"]["single"][0], cases[0], args.threads)
@@ -414,12 +453,18 @@ def _ratios(rows: list[dict]) -> list[str]:
 
     lines = []
     for case in sorted({r["case"] for r in rows}):
-        fast, ref = find("brats", case, "fast"), find("brats", case, "reference")
+        fast = find("brats", case, "fast")
+        ref = next((r for r in rows if r["set"] == "brats" and r["case"] == case and r["mode"] == "reference"
+                    and r["members"] == 1 and "seconds" in r), None)
         peer, peer_tta = find("brats", case, "nnunetv2 noTTA"), find("brats", case, "nnunetv2 TTA")
         if fast and peer:
             lines.append(f"{case}: nnunetv2 without mirroring / glioseg fast = {peer['seconds'] / fast['seconds']:.1f}x")
         if fast and peer_tta:
             lines.append(f"{case}: nnunetv2 with mirroring / glioseg fast = {peer_tta['seconds'] / fast['seconds']:.1f}x")
+        same = find("brats", case, "slide.5/none")
+        if same and peer:
+            lines.append(f"{case}: nnunetv2 without mirroring / glioseg sliding without mirroring (same computation) = "
+                         f"{peer['seconds'] / same['seconds']:.2f}x")
         if ref and peer_tta:
             lines.append(f"{case}: nnunetv2 with mirroring / glioseg reference (same computation) = "
                          f"{peer_tta['seconds'] / ref['seconds']:.2f}x")

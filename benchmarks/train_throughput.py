@@ -27,6 +27,8 @@ CONFIGS = [
     ("brats-mednext-m", "mednext-m-k3", 128, 2, 32, "BraTS plan: 1 mm, 128^3, batch 2 (MedNeXt-M k3)"),
     ("cpu-nnunet", "nnunet", 64, 2, 16, "CPU plan: 2 mm, 64^3, batch 2, 16 base features"),
     ("cpu-mednext-m", "mednext-m-k3", 64, 2, 16, "CPU plan: 2 mm, 64^3, batch 2, 16 base features"),
+    ("small-nnunet", "nnunet", 40, 2, 8, "experiment 'small': 3 mm, 40^3, batch 2, 8 base features"),
+    ("small-mednext-s", "mednext-s-k3", 40, 2, 8, "experiment 'small': 3 mm, 40^3, batch 2, 8 base features"),
     ("tiny-nnunet", "nnunet", 32, 2, 8, "test plan: 4 mm, 32^3, batch 2, 8 base features"),
     ("tiny-mednext-s", "mednext-s-k3", 32, 2, 8, "test plan: 4 mm, 32^3, batch 2, 8 base features"),
 ]
