@@ -214,7 +214,10 @@ def peer_child(spec: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- levers
-def levers(member: Path, case_dir: Path, threads: int) -> list[dict]:
+LEVERS = ("window", "channels_last", "bf16", "threads", "compile", "whole", "onnx", "empty", "matmul")
+
+
+def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = LEVERS) -> list[dict]:
     import torch
 
     from glioseg.data.cases import discover_cases, load_case
@@ -230,6 +233,8 @@ def levers(member: Path, case_dir: Path, threads: int) -> list[dict]:
     rows = []
 
     def timed(name, fn, repeat=2, note=""):
+        if not any(name.strip().startswith(LEVER_TITLES[k]) for k in only):
+            return
         fn()  # warm-up
         t0 = time.perf_counter()
         for _ in range(repeat):
@@ -241,9 +246,10 @@ def levers(member: Path, case_dir: Path, threads: int) -> list[dict]:
     flops = count_flops(net, window.shape)
     with torch.inference_mode():
         timed("one 128^3 window, fp32, torch", lambda: net(window))
-        rows[-1]["gflops"] = flops / 1e9
-        rows[-1]["note"] = f"{flops / 1e12:.3f} TFLOP -> {flops / rows[-1]['seconds'] / 1e9:.0f} GFLOP/s"
-        print(f"    {rows[-1]['note']}")
+        if "window" in only:
+            rows[-1]["gflops"] = flops / 1e9
+            rows[-1]["note"] = f"{flops / 1e12:.3f} TFLOP -> {flops / rows[-1]['seconds'] / 1e9:.0f} GFLOP/s"
+            print(f"    {rows[-1]['note']}")
         cl_net = net.to(memory_format=torch.channels_last_3d)
         cl_win = window.contiguous(memory_format=torch.channels_last_3d)
         timed("  + channels_last_3d", lambda: cl_net(cl_win))
@@ -254,32 +260,41 @@ def levers(member: Path, case_dir: Path, threads: int) -> list[dict]:
         timed("  with 1 thread", lambda: net(window), repeat=1)
         torch.set_num_threads(threads)
         try:
+            if "compile" not in only:
+                raise StopIteration
             t0 = time.perf_counter()
             compiled = torch.compile(net)
             compiled(window)
             compile_s = time.perf_counter() - t0
             timed("  + torch.compile", lambda: compiled(window), note=f"(compilation {compile_s:.0f} s)")
+        except StopIteration:
+            pass
         except Exception as exc:  # compile needs a C++ toolchain; report instead of failing
             rows.append({"lever": "  + torch.compile", "seconds": float("nan"), "note": f"failed: {type(exc).__name__}"})
         crop = torch.from_numpy(image)[None]
         padded = padded_shape(image.shape[1:], 32)
         timed("whole brain crop, one pass", lambda: net(torch.nn.functional.pad(crop, _pads(image.shape[1:], padded))),
               repeat=1, note=f"crop {tuple(image.shape[1:])} padded to {padded}")
-        whole_flops = count_flops(net, (1, 4, *padded))
-        rows[-1]["gflops"] = whole_flops / 1e9
-        rows[-1]["note"] += f", {whole_flops / 1e12:.2f} TFLOP"
+        if "whole" in only:
+            whole_flops = count_flops(net, (1, 4, *padded))
+            rows[-1]["gflops"] = whole_flops / 1e9
+            rows[-1]["note"] += f", {whole_flops / 1e12:.2f} TFLOP"
     try:
+        if "onnx" not in only:
+            raise StopIteration
         from glioseg.infer.onnx_engine import onnx_predictor
 
         ort = onnx_predictor(m, threads)
         timed("one 128^3 window, ONNX Runtime", lambda: ort(window), repeat=1)
+    except StopIteration:
+        pass
     except Exception as exc:
         rows.append({"lever": "one 128^3 window, ONNX Runtime", "seconds": float("nan"), "note": f"failed: {exc}"})
     # windows with no brain after cropping, at overlap 0.5
     from monai.inferers.utils import _get_scan_interval, dense_patch_slices
 
     shape = image.shape[1:]
-    interval = _get_scan_interval(shape, (128,) * 3, 3, 0.5)
+    interval = _get_scan_interval(shape, (128,) * 3, 3, (0.5,) * 3)
     slices = dense_patch_slices(shape, (128,) * 3, interval)
     brain = np.any(image != 0, axis=0)
     empty = sum(not brain[tuple(s)].any() for s in slices)
@@ -287,6 +302,8 @@ def levers(member: Path, case_dir: Path, threads: int) -> list[dict]:
                  "note": f"{empty} of {len(slices)} windows at overlap 0.5 (nothing to skip after cropping)" if empty == 0
                  else f"{empty} of {len(slices)} windows"})
     print(f"  {rows[-1]['note']}")
+    if "matmul" not in only:
+        return rows
     a = torch.randn(4096, 4096)
     a @ a
     t0 = time.perf_counter()
@@ -296,6 +313,13 @@ def levers(member: Path, case_dir: Path, threads: int) -> list[dict]:
     rows.append({"lever": "fp32 matrix product 4096^2 (machine peak)", "seconds": float("nan"), "note": f"{peak:.0f} GFLOP/s"})
     print(f"  fp32 matmul peak: {peak:.0f} GFLOP/s")
     return rows
+
+
+LEVER_TITLES = {
+    "window": "one 128^3 window, fp32", "channels_last": "+ channels_last_3d", "bf16": "+ bf16",
+    "threads": "with 1 thread", "compile": "+ torch.compile", "whole": "whole brain crop",
+    "onnx": "one 128^3 window, ONNX", "empty": "-", "matmul": "-",
+}
 
 
 def _pads(shape, target):
@@ -334,6 +358,7 @@ def main() -> None:
                         help="also compute the BraTS-plan reference (8 mirrorings x sliding windows: ~20 min per case)")
     parser.add_argument("--timeout", type=float, default=None, help="stop any single measurement after this many seconds")
     parser.add_argument("--levers", action="store_true")
+    parser.add_argument("--lever-list", default=",".join(LEVERS), help="which levers: " + ", ".join(LEVERS))
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--peer-child", default=None, help=argparse.SUPPRESS)
@@ -368,7 +393,7 @@ def main() -> None:
         if args.cv:
             members = cv_members(args.cv)
             sets["cv"] = {"single": members[:1], "ensemble": members}
-        modes = args.modes.split(",")
+        modes = [m for m in args.modes.split(",") if m]
         header = f"{'set':6s} {'case':22s} {'mode':15s} {'members':>7s} {'seconds':>8s} {'peak GiB':>9s} {'Dice vs reference WT/TC/ET':>28s}"
         print(header)
         for set_name, spec in sets.items():
@@ -436,7 +461,8 @@ def main() -> None:
                         print(f"{set_name:6s} {case.name[:22]:22s} {mode:15s} {1:7d} {text}", flush=True)
         if args.levers and "brats" in sets:
             print("\nlevers (BraTS nnU-Net, synthetic case, preprocessed crop):")
-            results["levers"] = levers(sets["brats"]["single"][0], cases[0], args.threads)
+            results["levers"] = levers(sets["brats"]["single"][0], cases[0], args.threads,
+                                      tuple(args.lever_list.split(",")))
     ratios = _ratios(results["rows"])
     if ratios:
         print("\nratios:")
