@@ -35,6 +35,16 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def exit_if_failures(messages: list[str], outcome: str = "failed") -> None:
+    """After a batch: list the cases that did not go through (one line each) and exit with status 1."""
+    if not messages:
+        return
+    err_console.print(f"[bold red]error:[/] {len(messages)} case(s) {outcome}:", soft_wrap=True)
+    for message in messages:
+        err_console.print(f"  {message}", soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
 def parse_triple(text: str | None, name: str, kind: type = int) -> tuple | None:
     """Parse ``"64,64,64"`` (or a single ``"64"``) into a 3-tuple; ``None`` stays ``None``."""
     if text is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from glioseg.cli._common import console, err_console, reports_errors
+from glioseg.cli._common import console, err_console, exit_if_failures, reports_errors
 
 
 class Definition(str, Enum):
@@ -87,11 +87,7 @@ def evaluate(
     for case_id, path in run.unmatched_predictions.items():
         err_console.print(f"[yellow]unmatched[/] prediction {path} (no ground truth for case {case_id})", soft_wrap=True)
     console.print(f"wrote {paths['per_case']}, {paths['per_lesion'].name}, {paths['summary'].name} in {run.seconds:.1f} s")
-    if not run.ok:
-        err_console.print(f"[bold red]error:[/] {len(run.failures)} case(s) not evaluated:", soft_wrap=True)
-        for failure in run.failures:
-            err_console.print(f"  {failure.message}", soft_wrap=True)
-        raise typer.Exit(code=1)
+    exit_if_failures([failure.message for failure in run.failures], "not evaluated")
 
 
 def register(app: typer.Typer) -> None:

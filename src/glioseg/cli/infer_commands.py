@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from glioseg.cli._common import console, err_console, parse_triple, reports_errors
+from glioseg.cli._common import console, exit_if_failures, parse_triple, reports_errors
 
 
 class TTA(str, Enum):
@@ -95,11 +95,7 @@ def predict(
     report = predict_cases(cases, groups, out, options, printer=console.print)
     failures = [(str(e.path), str(e)) for e in errors] + report.failed
     console.print(f"wrote {len(report.written)} segmentation(s) to {out}")
-    if failures:
-        err_console.print(f"[bold red]{len(failures)} case(s) failed:[/]")
-        for _case, message in failures:
-            err_console.print(f"  {message}")
-        raise typer.Exit(code=1)
+    exit_if_failures([message for _case, message in failures])
 
 
 def register(app: typer.Typer) -> None:

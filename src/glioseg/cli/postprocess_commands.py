@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from glioseg.cli._common import console, err_console, reports_errors
+from glioseg.cli._common import console, err_console, exit_if_failures, reports_errors
 
 postprocess_app = typer.Typer(
     help="Adaptive post-processing tuned for the BraTS lesion-wise metrics (small components, ET -> NETC).",
@@ -51,10 +51,10 @@ def tune(
     cases. Writes the configuration, <stem>.report.json / .report.csv (gain per region with
     paired per-case differences, bootstrap CI, Wilcoxon p) and <stem>.cases.csv.
     """
-    import json
 
     from rich.table import Table
 
+    from glioseg.data.io import read_json
     from glioseg.errors import InputError
     from glioseg.postprocess.tune import Grid
     from glioseg.postprocess.tune import tune as run_tune
@@ -62,8 +62,8 @@ def tune(
     chosen_grid = Grid()
     if grid is not None:
         try:
-            chosen_grid = Grid.from_dict(json.loads(grid.read_text(encoding="utf-8")), grid)
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            chosen_grid = Grid.from_dict(read_json(grid, "grid"), grid)
+        except AttributeError as exc:  # JSON that is not an object
             raise InputError(grid, f"unreadable grid ({exc})") from None
     n_settings = len(chosen_grid.settings())
     console.print(f"{n_settings} settings; scoring every case (definition {definition.value})")
@@ -97,11 +97,7 @@ def tune(
         f"in {timing['seconds']:.1f} s"
     )
     console.print(f"wrote {paths['config']}, {paths['report'].name}, {paths['summary'].name}, {paths['cases'].name}")
-    if result.failures:
-        err_console.print(f"[bold red]error:[/] {len(result.failures)} case(s) not used:", soft_wrap=True)
-        for message in result.failures:
-            err_console.print(f"  {message}", soft_wrap=True)
-        raise typer.Exit(code=1)
+    exit_if_failures(result.failures, "not used")
 
 
 def apply(
@@ -129,11 +125,7 @@ def apply(
     for warning in report.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     console.print(f"wrote {len(report.written)} label map(s) to {out}")
-    if report.failed:
-        err_console.print(f"[bold red]error:[/] {len(report.failed)} case(s) failed:", soft_wrap=True)
-        for message in report.failed:
-            err_console.print(f"  {message}", soft_wrap=True)
-        raise typer.Exit(code=1)
+    exit_if_failures(report.failed)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ half-written file behind.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -185,6 +186,15 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_json(path: str | Path, what: str):
+    """Parsed JSON of ``path``; :class:`InputError` ``unreadable <what> (...)`` names the file otherwise."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(p, f"unreadable {what} ({exc})") from None
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from glioseg.data.cases import Case, discover_cases, load_case
-from glioseg.data.io import atomic_path, save_nifti, strip_nifti_suffix
+from glioseg.data.io import atomic_path, read_json, save_nifti, strip_nifti_suffix
 from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
 from glioseg.errors import GliosegError, InputError
@@ -85,10 +84,7 @@ def load_weights_file(path: str | Path, groups: Sequence[ModelGroup]) -> np.ndar
     Models are matched by name (the folder name of each ``--model``) or, failing that, by order.
     """
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(p, f"unreadable weights file ({exc})") from None
+    doc = read_json(p, "weights file")
     entries = doc.get("models") if isinstance(doc, dict) else None
     if not entries or not all("weights" in e for e in entries):
         raise InputError(p, 'expected {"models": [{"name": ..., "weights": [wt, tc, et]}, ...]}')

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glioseg.data.io import write_text_atomic
+from glioseg.data.io import read_json, write_text_atomic
 from glioseg.errors import InputError
 from glioseg.postprocess.operations import (
     TARGET_LABELS,
@@ -279,11 +279,7 @@ class PostprocessConfig:
         p = Path(path)
         if not p.is_file():
             raise InputError(p, "post-processing configuration not found")
-        try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(p, f"unreadable post-processing configuration ({exc})") from None
-        return cls.from_dict(d, p)
+        return cls.from_dict(read_json(p, "post-processing configuration"), p)
 
 
 def needs_quality(model) -> bool:

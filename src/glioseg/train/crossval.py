@@ -25,17 +25,7 @@ from glioseg.data.io import write_text_atomic
 from glioseg.data.labels import REGIONS
 from glioseg.errors import ConfigError, InputError
 from glioseg.train.run import TrainOptions, resume, train
-
-
-def load_splits(path: str | Path) -> list[dict[str, list[str]]]:
-    p = Path(path)
-    try:
-        folds = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(p, f"unreadable splits file ({exc})") from None
-    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) and "train" in f and "val" in f for f in folds):
-        raise InputError(p, 'expected a list of {"train": [...], "val": [...]} (nnU-Net splits_final.json)')
-    return folds
+from glioseg.train.splits import load_splits
 
 
 def run_fold(options: TrainOptions, fold: int, printer=print):

@@ -27,6 +27,7 @@ from glioseg.data.preprocess import PreprocessedCache
 from glioseg.errors import ConfigError, InputError
 from glioseg.train.plan import Plan, add_preprocessed_statistics, header_fingerprint, make_plan
 from glioseg.train.recipes import Recipe, recipe_for
+from glioseg.train.splits import load_splits
 
 DISCLAIMER = "Research software. Not a medical device; not for clinical use."
 
@@ -91,12 +92,7 @@ def resolve_split(cases: list[Case], splits: str | None, fold: str | None, val_f
     ids = [c.case_id for c in cases]
     if splits is not None:
         path = Path(splits)
-        try:
-            folds = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(path, f"unreadable splits file ({exc})") from None
-        if not isinstance(folds, list) or not all(isinstance(f, dict) and "train" in f and "val" in f for f in folds):
-            raise InputError(path, 'expected a list of {"train": [...], "val": [...]} (nnU-Net splits_final.json)')
+        folds = load_splits(path)
         if fold is None:
             raise ConfigError("--splits needs --fold (a fold number, or 'all' for fine-tuning every fold)")
         if fold == "all":

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glioseg.data.io import write_text_atomic
+from glioseg.data.io import read_json, write_text_atomic
 from glioseg.errors import ConfigError, InputError
 
 STRATEGIES = ("radiomics", "volume", "random")
@@ -63,6 +63,15 @@ def _matrix(frame, names: list[str]) -> np.ndarray:
     x = frame[names].to_numpy(dtype=np.float64, copy=True)
     x[~np.isfinite(x)] = np.nan
     return x
+
+
+def load_splits(path: str | Path) -> list[dict[str, list[str]]]:
+    """Folds of a splits file (nnU-Net's splits_final.json shape); :class:`InputError` names the file."""
+    p = Path(path)
+    folds = read_json(p, "splits file")
+    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) and "train" in f and "val" in f for f in folds):
+        raise InputError(p, 'expected a list of {"train": [...], "val": [...]} (nnU-Net splits_final.json)')
+    return folds
 
 
 @dataclass
@@ -164,10 +173,7 @@ class ClusterModel:
         p = Path(path)
         if not p.is_file():
             raise InputError(p, "cluster model not found")
-        try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(p, f"unreadable cluster model ({exc})") from None
+        d = read_json(p, "cluster model")
         if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
             raise InputError(p, f"not a glioseg cluster model (expected format {MODEL_FORMAT!r})")
         if d.get("version") != MODEL_VERSION:
