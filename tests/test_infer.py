@@ -120,6 +120,27 @@ def test_fold_ensemble_is_the_mean_of_its_members(small_cohort, tmp_path):
     assert np.allclose(both.probabilities, (singles[0].probabilities + singles[1].probabilities) / 2, atol=1e-6)
     expected_var = ((singles[0].probabilities - singles[1].probabilities) / 2) ** 2
     assert np.allclose(both.member_probabilities_variance, expected_var, atol=1e-5)
+    # without variance tracking the members are summed on the plan grid and restored once
+    summed_first = segment_case(data, [group, find_members(folds / "fold_0")], weights=[0.7, 0.3], tta="none")
+    restored_each = segment_case(data, [group, find_members(folds / "fold_0")], weights=[0.7, 0.3], tta="none",
+                                 track_variance=True)
+    assert np.abs(summed_first.probabilities - restored_each.probabilities).max() < 1e-6
+    assert np.array_equal(summed_first.labels, restored_each.labels)
+
+
+def test_batched_windows_equal_one_window_per_call(small_cohort, random_model):
+    from glioseg.data.preprocess import preprocess_case
+    from glioseg.infer.windows import window_batch_size
+
+    member = find_members(random_model).members[0]
+    image, _, _ = preprocess_case(load_case(discover_cases(small_cohort).cases[0], with_label=False),
+                                  member.plan["target_spacing"])
+    network = member.load()
+    patch = member.plan["patch_size"]
+    assert window_batch_size(patch) == 2
+    one = predict_probabilities(network, image, patch, 0.5, [()], sw_batch_size=1)
+    batched = predict_probabilities(network, image, patch, 0.5, [()])
+    assert np.abs(one - batched).max() < 1e-5
 
 
 def test_labels_nest_whatever_the_thresholds(small_cohort, random_model):

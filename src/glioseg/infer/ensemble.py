@@ -1,8 +1,9 @@
 """Segment one case with one or more models: per-model probabilities on the input grid, weighted mean, labels.
 
-Every member predicts in its own preprocessed space (its plan's spacing), its probabilities
-are put back on the input grid and accumulated in place into one ``(3, X, Y, Z)`` array, so
-memory does not grow with the number of models.  Labels follow from the averaged
+Every member predicts in its own preprocessed space (its plan's spacing); the weighted
+probabilities of members that share a spacing are summed there and put back on the input grid
+once (restoring is linear), into one ``(3, X, Y, Z)`` array, so memory does not grow with the
+number of models.  Labels follow from the averaged
 probabilities with the nesting enforced (see :func:`glioseg.data.labels.probabilities_to_labels`).
 """
 
@@ -91,6 +92,9 @@ def segment_case(
     second_moment = np.zeros_like(accumulated) if track_variance else None
     n_members = 0
     preprocessed: dict[tuple[float, ...], tuple[np.ndarray, object]] = {}
+    # Restoring to the input grid (crop, resample) is linear, so without variance tracking the
+    # weighted member probabilities are summed on each plan's grid and restored once per spacing.
+    on_plan_grid: dict[tuple[float, ...], np.ndarray] = {}
     member_index = 0
     for group, group_weights in zip(groups, w, strict=True):
         share = (group_weights / w.sum(axis=0)).astype(np.float32)[:, None, None, None]
@@ -110,13 +114,21 @@ def segment_case(
                                           window=window, divisor=divisor, channels_last=channels_last and engine == "torch")
             del network
             member_index += 1
+            n_members += 1
+            if second_moment is None:
+                weighted = share * probs / len(members)
+                if spacing in on_plan_grid:
+                    on_plan_grid[spacing] += weighted
+                else:
+                    on_plan_grid[spacing] = weighted
+                continue
             full = restore_to_original(probs, info)
             accumulated += share * full / len(members)
-            if second_moment is not None:
-                first_moment += full
-                second_moment += full * full
-            n_members += 1
+            first_moment += full
+            second_moment += full * full
             del full, probs
+    for spacing, summed in on_plan_grid.items():
+        accumulated += restore_to_original(summed, preprocessed[spacing][1])
     variance = None
     if second_moment is not None:  # spread of the members' probabilities (each member counted once)
         mean = first_moment / max(n_members, 1)
