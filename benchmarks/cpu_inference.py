@@ -99,7 +99,7 @@ def child(spec: dict) -> dict:
     prediction = segment_case(
         data, [group], tta=spec["tta"], overlap=spec["overlap"], device="cpu", window=spec["window"],
         engine=spec.get("engine", "torch"), channels_last=spec.get("channels_last", False),
-        members_per_group=spec.get("members_per_group"),
+        members_per_group=spec.get("members_per_group"), lean=spec.get("lean", True),
     )
     seconds = time.perf_counter() - t0
     np.save(spec["labels_out"], prediction.labels)
@@ -143,6 +143,15 @@ def _mode_table() -> dict[str, tuple]:
         "slide.25/spread": ("spread", "sliding", 0.25, None),
     }
     return table
+
+
+def _resolve(table: dict[str, tuple], mode: str) -> tuple:
+    """(tta, window, overlap, members_per_group, lean) of a mode name; a ``+module`` suffix runs
+    nnU-Net through the module's own forward instead of :func:`glioseg.infer.lean.lean_forward`."""
+    base, _, flag = mode.partition("+")
+    if base not in table or flag not in ("", "module"):
+        raise SystemExit(f"unknown mode {mode!r}; expected one of {', '.join(table)} (optionally +module)")
+    return (*table[base], flag != "module")
 
 
 # ----------------------------------------------------------------------------- nnU-Net peer
@@ -408,15 +417,15 @@ def main() -> None:
                     if spec["ensemble"] and set_name != "brats":
                         runs.append(("reference", spec["ensemble"]))
                 for mode in (m for m in modes if m != "reference"):
-                    per_group = MODES[mode][3]
+                    per_group = _resolve(MODES, mode)[3]
                     runs.append((mode, spec["ensemble"] if per_group is None and spec["ensemble"] else spec["single"]))
                 references: dict[int, np.ndarray] = {}
                 single_labels: dict[str, np.ndarray] = {}
                 for mode, members in runs:
-                    tta, window, overlap, per_group = MODES[mode]
+                    tta, window, overlap, per_group, lean = _resolve(MODES, mode)
                     out = root / f"{set_name}-{case.name}-{mode.replace('/', '_')}-{len(members)}.npy"
                     r = run_child({"case": str(case), "members": [str(m) for m in members], "tta": tta, "window": window,
-                                   "overlap": overlap, "members_per_group": per_group, "threads": args.threads,
+                                   "overlap": overlap, "members_per_group": per_group, "threads": args.threads, "lean": lean,
                                    "labels_out": str(out)}, args.timeout)
                     row = {"set": set_name, "case": case.name, "mode": mode, "members": len(members), **r}
                     if "error" not in r:

@@ -33,6 +33,7 @@ class PredictOptions:
     engine: str = "torch"
     channels_last: bool = False
     members_per_group: int | None = None
+    lean: bool = True
 
     @classmethod
     def from_mode(cls, mode: str = "default", **kwargs) -> PredictOptions:
@@ -141,6 +142,7 @@ def predict_cases(
                 data, groups, options.weights, options.tta, options.overlap, device, options.thresholds,
                 track_variance=options.track_variance, window=options.window, engine=options.engine,
                 channels_last=options.channels_last, members_per_group=options.members_per_group,
+                lean=options.lean,
             )
             labels = prediction.labels
             if options.postprocess is not None:

@@ -63,6 +63,7 @@ def segment_case(
     engine: str = "torch",
     channels_last: bool = False,
     members_per_group: int | None = None,
+    lean: bool = True,
 ) -> Prediction:
     """Ensemble prediction for a loaded case.
 
@@ -80,6 +81,7 @@ def segment_case(
     engine : ``torch`` or ``onnx`` (ONNX Runtime, CPU)
     channels_last : torch engine in the channels_last_3d memory format
     members_per_group : use only the first N members of each group (fast mode: 1)
+    lean : memory-lean forward for nnU-Net networks (:mod:`glioseg.infer.lean`; same outputs)
 
     Returns
     -------
@@ -111,7 +113,8 @@ def segment_case(
             flips = member_flips(tta, member_index, data.affine)
             divisor = 2 ** (int(member.plan["n_stages"]) - 1)
             probs = predict_probabilities(network, image, member.plan["patch_size"], overlap, flips, device,
-                                          window=window, divisor=divisor, channels_last=channels_last and engine == "torch")
+                                          window=window, divisor=divisor, channels_last=channels_last and engine == "torch",
+                                          lean=lean)
             del network
             member_index += 1
             n_members += 1

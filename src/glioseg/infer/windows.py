@@ -106,6 +106,7 @@ def predict_probabilities(
     window: str = "sliding",
     divisor: int = 32,
     channels_last: bool = False,
+    lean: bool = True,
 ) -> np.ndarray:
     """Average sigmoid probabilities over mirrored passes of one network.
 
@@ -122,6 +123,8 @@ def predict_probabilities(
         over the volume zero-padded to multiples of ``divisor``)
     divisor : total down-sampling factor of the network (``2 ** (n_stages - 1)``)
     channels_last : run in the ``channels_last_3d`` memory format
+    lean : run nnU-Net's ``PlainConvUNet`` through :func:`glioseg.infer.lean.lean_forward`
+        (same outputs, in-place normalisation, skips released early: lower peak memory)
 
     Returns
     -------
@@ -133,6 +136,15 @@ def predict_probabilities(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if window not in ("sliding", "whole"):
         raise ValueError(f"unknown window mode {window!r}; expected sliding or whole")
+    if lean and isinstance(network, torch.nn.Module) and not channels_last:
+        from glioseg.infer.lean import lean_forward, supports_lean_forward
+
+        if supports_lean_forward(network):
+            module = network
+
+            def network(x: torch.Tensor) -> torch.Tensor:
+                return lean_forward(module, x)
+
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)

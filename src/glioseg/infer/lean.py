@@ -1,0 +1,190 @@
+"""A memory-lean inference forward for nnU-Net's ``PlainConvUNet``: the same function, fewer live tensors.
+
+The module's own forward keeps every encoder output alive until the decoder has finished,
+allocates a new tensor for each instance normalisation and concatenates skip and up-sampled
+features into a third tensor; on top of that, oneDNN copies each convolution's input into its
+blocked layout.  For one pass over a whole brain crop at 1 mm (padded to 160 x 224 x 160
+voxels), each full-resolution 32-channel float32 tensor is 734 MB, so these copies decide the
+peak memory of ``--window whole``.  :func:`lean_forward`
+
+- normalises (instance norm) and activates (LeakyReLU/ReLU) each convolution's output in place;
+- releases every tensor as soon as its last consumer has run (each skip right after it is
+  joined to the up-sampled features; the caller's input after the first convolution);
+- never builds the concatenation of skip and up-sampled features: the first decoder
+  convolution is split into its two input halves, ``conv(cat(up, skip)) = conv_up(up) +
+  conv_skip(skip)``;
+- convolves large tensors in slabs along the first axis (with the kernel's halo), so the
+  layout copies oneDNN makes of a convolution's input and output cover one slab;
+- computes only the final segmentation head (no deep-supervision outputs).
+
+Outputs equal the module's to float32 rounding (tested against ``network(x)``).  Networks with
+another structure, or with normalisations that use running statistics, fall back to
+``network(x)``; see :func:`supports_lean_forward`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def supports_lean_forward(network: nn.Module) -> bool:
+    """True for a ``PlainConvUNet`` whose blocks are conv -> [dropout] -> norm -> nonlinearity."""
+    try:
+        from dynamic_network_architectures.architectures.unet import PlainConvUNet
+        from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
+    except ImportError:  # pragma: no cover - dynamic-network-architectures is a dependency
+        return False
+    if not isinstance(network, PlainConvUNet):
+        return False
+    blocks = [m for m in network.modules() if isinstance(m, ConvDropoutNormReLU)]
+    return bool(blocks) and all(_block_parts(b) is not None for b in blocks)
+
+
+def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of the final head for ``x`` ``(B, C, X, Y, Z)``; call under ``torch.inference_mode()``.
+
+    Equivalent to ``network(x)`` with deep supervision off.  The spatial size must be one the
+    network accepts (divisible by its total down-sampling factor).
+
+    Examples
+    --------
+    >>> from glioseg.models import build_model, model_config
+    >>> net = build_model(model_config("nnunet", 3, 4), deep_supervision=False).eval()
+    >>> x = torch.randn(1, 4, 32, 32, 32)
+    >>> with torch.inference_mode():
+    ...     bool(torch.allclose(lean_forward(net, x), net(x), atol=1e-4))
+    True
+    """
+    from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+
+    if not supports_lean_forward(network):
+        return network(x)
+    encoder, decoder = network.encoder, network.decoder
+    skips: list[torch.Tensor] = []
+    holder = [x]
+    del x
+    for stage in encoder.stages:
+        skips.append(_run(stage, holder))
+        holder = [skips[-1]]
+    below = skips.pop()
+    del holder
+    for transpconv, stage in zip(decoder.transpconvs, decoder.stages, strict=True):
+        skip = skips.pop()
+        blocks = list(stage.convs) if isinstance(stage, StackedConvBlocks) else []
+        parts = _block_parts(blocks[0]) if blocks else None
+        if parts is None:  # not the expected layout: concatenate as the module does
+            joined = torch.cat((transpconv(below), skip), 1)
+            del below, skip
+            below = _run(stage, [joined])
+            continue
+        # conv(cat(up, skip)) == conv_up(up) + conv_skip(skip): no concatenated copy is made
+        conv, norm, act = parts
+        n_up = transpconv.out_channels
+        weight_up, weight_skip = conv.weight[:, :n_up].contiguous(), conv.weight[:, n_up:].contiguous()
+        up = transpconv(below)
+        del below
+        y = _conv(conv, up, weight_up, conv.bias)
+        del up
+        _conv(conv, skip, weight_skip, None, out=y)
+        del skip
+        x = _normalise_and_activate_(y, norm, act)
+        del y
+        for block in blocks[1:]:
+            inner = [x]
+            del x
+            x = _run(block, inner)
+        below = x
+        del x
+    head = decoder.seg_layers[-1]
+    return _conv(head, below, head.weight, head.bias)
+
+
+def _block_parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module] | None:
+    """(conv, norm, nonlinearity) of a block that the in-place path reproduces exactly, else None."""
+    ops = [m for m in block.all_modules if not isinstance(m, nn.modules.dropout._DropoutNd)]
+    if len(ops) != 3:
+        return None
+    conv, norm, act = ops
+    if not isinstance(conv, nn.Conv3d) or not isinstance(norm, nn.InstanceNorm3d):
+        return None
+    if conv.padding_mode != "zeros" or norm.track_running_stats or not isinstance(act, nn.LeakyReLU | nn.ReLU):
+        return None
+    return conv, norm, act
+
+
+def _run(module: nn.Module, holder: list[torch.Tensor]) -> torch.Tensor:
+    """Apply ``module`` to the tensor in ``holder``, emptying it so the input can be freed early."""
+    from dynamic_network_architectures.building_blocks.simple_conv_blocks import (
+        ConvDropoutNormReLU,
+        StackedConvBlocks,
+    )
+
+    if isinstance(module, ConvDropoutNormReLU):
+        parts = _block_parts(module)
+        if parts is None:
+            return module(holder.pop())
+        conv, norm, act = parts
+        return _normalise_and_activate_(_conv(conv, holder.pop(), conv.weight, conv.bias), norm, act)
+    children = module.convs if isinstance(module, StackedConvBlocks) else module
+    if isinstance(children, nn.Sequential):
+        x = holder.pop()
+        for child in children:
+            inner = [x]
+            del x
+            x = _run(child, inner)
+        return x
+    return module(holder.pop())
+
+
+SLAB_BYTES = 192 * 2**20
+"""Convolutions whose input plus output exceed this many bytes run in slabs (see :func:`_conv`)."""
+
+
+def _conv(
+    conv: nn.Conv3d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``conv3d(x)`` with ``conv``'s geometry and the given weights; added into ``out`` when given.
+
+    Large tensors are convolved in slabs along the first spatial axis, each slab read with the
+    kernel's halo (and zero padding at the ends), so oneDNN's layout copies cover one slab instead
+    of the whole tensor.  Every output plane sees exactly the inputs it sees in one call.
+    """
+    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    n_in = x.shape[2]
+    n_out = (n_in + 2 * p - k) // s + 1
+    in_plane = x[:, :, :1].numel() * x.element_size()
+    out_plane = in_plane * weight.shape[0] // x.shape[1] // (conv.stride[1] * conv.stride[2])
+    if isinstance(conv.padding, str) or conv.dilation[0] != 1 or (in_plane * n_in + out_plane * n_out) <= SLAB_BYTES:
+        y = F.conv3d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return y if out is None else out.add_(y)
+    per_slab = max(1, SLAB_BYTES // (in_plane * s + out_plane))
+    padding = (0, conv.padding[1], conv.padding[2])
+    for a in range(0, n_out, per_slab):
+        b = min(a + per_slab, n_out)
+        lo, hi = a * s - p, (b - 1) * s - p + k
+        piece = x[:, :, max(lo, 0) : min(hi, n_in)]
+        if lo < 0 or hi > n_in:
+            piece = F.pad(piece, (0, 0, 0, 0, max(-lo, 0), max(hi - n_in, 0)))
+        y = F.conv3d(piece, weight, bias, conv.stride, padding, conv.dilation, conv.groups)
+        del piece
+        if out is None:
+            out = torch.zeros((y.shape[0], y.shape[1], n_out, *y.shape[3:]), dtype=y.dtype, device=y.device)
+        out[:, :, a:b].add_(y)
+    return out
+
+
+def _normalise_and_activate_(y: torch.Tensor, norm: nn.InstanceNorm3d, act: nn.Module) -> torch.Tensor:
+    """Instance normalisation (biased variance, as PyTorch) and the activation, in place on ``y``."""
+    var, mean = torch.var_mean(y, dim=tuple(range(2, y.ndim)), keepdim=True, correction=0)
+    scale = torch.rsqrt(var + norm.eps)
+    shift = -mean * scale
+    if norm.affine:
+        shape = (1, -1) + (1,) * (y.ndim - 2)
+        scale = scale * norm.weight.view(shape)
+        shift = shift * norm.weight.view(shape) + norm.bias.view(shape)
+    y.mul_(scale).add_(shift)
+    if isinstance(act, nn.LeakyReLU):
+        return F.leaky_relu_(y, act.negative_slope)
+    return F.relu_(y)
