@@ -1,5 +1,6 @@
 """The memory-lean nnU-Net forward computes the module's function with fewer live tensors."""
 
+import math
 import os
 import subprocess
 import sys
@@ -45,22 +46,31 @@ def test_other_networks_fall_back_to_their_own_forward():
 
 
 _PEAK_SCRIPT = """
-import resource, sys, torch
+import sys, torch
 sys.path.insert(0, {tests!r})
 from test_infer_lean import _network
 from glioseg.infer.lean import lean_forward
 torch.set_num_threads(1)
 net = _network("nnunet", 3, 16)
 x = torch.randn(1, 4, 96, 96, 96)
-import os
-base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024  # current RSS, KiB
+
+def status(key):  # kB, from /proc/self/status
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
+
+try:  # reset the peak-RSS mark, so only this pass counts (Linux >= 4.0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+except OSError:
+    print("nan")
+    raise SystemExit(0)
+base = status("VmRSS:")
 with torch.inference_mode():
     y = lean_forward(net, x) if sys.argv[1] == "lean" else net(x)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+print(status("VmHWM:") - base)
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc for the current RSS")
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for peak RSS")
 def test_lean_forward_holds_fewer_full_resolution_tensors():
     """Peak RSS of one pass (fresh process each): the lean forward needs at least 1.5 fewer
     full-resolution feature maps than the module's forward."""
@@ -73,4 +83,6 @@ def test_lean_forward_holds_fewer_full_resolution_tensors():
         return float(out.stdout.strip().splitlines()[-1]) / full_res_kib
 
     module_maps, lean_maps = growth("module"), growth("lean")
+    if math.isnan(module_maps) or math.isnan(lean_maps):
+        pytest.skip("cannot reset the peak-RSS mark (/proc/self/clear_refs not writable)")
     assert lean_maps <= module_maps - 1.5, (module_maps, lean_maps)
