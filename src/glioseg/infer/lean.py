@@ -32,13 +32,19 @@ from torch.nn import functional as F
 
 
 def supports_lean_forward(network: nn.Module) -> bool:
-    """True for a ``PlainConvUNet`` whose blocks are conv -> [dropout] -> norm -> nonlinearity."""
+    """True for a ``PlainConvUNet`` whose blocks are conv -> [dropout] -> norm -> nonlinearity
+    and whose decoder stages are stacks of such blocks."""
     try:
         from dynamic_network_architectures.architectures.unet import PlainConvUNet
-        from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
+        from dynamic_network_architectures.building_blocks.simple_conv_blocks import (
+            ConvDropoutNormReLU,
+            StackedConvBlocks,
+        )
     except ImportError:  # pragma: no cover - dynamic-network-architectures is a dependency
         return False
     if not isinstance(network, PlainConvUNet):
+        return False
+    if not all(isinstance(stage, StackedConvBlocks) for stage in network.decoder.stages):
         return False
     blocks = [m for m in network.modules() if isinstance(m, ConvDropoutNormReLU)]
     return bool(blocks) and all(_block_parts(b) is not None for b in blocks)
@@ -59,8 +65,6 @@ def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ...     bool(torch.allclose(lean_forward(net, x), net(x), atol=1e-4))
     True
     """
-    from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
-
     if not supports_lean_forward(network):
         return network(x)
     encoder, decoder = network.encoder, network.decoder
@@ -73,16 +77,11 @@ def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     below = skips.pop()
     del holder
     for transpconv, stage in zip(decoder.transpconvs, decoder.stages, strict=True):
+        # a StackedConvBlocks of reproducible blocks (checked by supports_lean_forward)
         skip = skips.pop()
-        blocks = list(stage.convs) if isinstance(stage, StackedConvBlocks) else []
-        parts = _block_parts(blocks[0]) if blocks else None
-        if parts is None:  # not the expected layout: concatenate as the module does
-            joined = torch.cat((transpconv(below), skip), 1)
-            del below, skip
-            below = _run(stage, [joined])
-            continue
+        first, *rest = stage.convs
+        conv, norm, act = _block_parts(first)
         # conv(cat(up, skip)) == conv_up(up) + conv_skip(skip): no concatenated copy is made
-        conv, norm, act = parts
         n_up = transpconv.out_channels
         weight_up, weight_skip = conv.weight[:, :n_up].contiguous(), conv.weight[:, n_up:].contiguous()
         up = transpconv(below)
@@ -91,14 +90,9 @@ def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         del up
         _conv(conv, skip, weight_skip, None, out=y)
         del skip
-        x = _normalise_and_activate_(y, norm, act)
+        holder = [_normalise_and_activate_(y, norm, act)]
         del y
-        for block in blocks[1:]:
-            inner = [x]
-            del x
-            x = _run(block, inner)
-        below = x
-        del x
+        below = _run_all(rest, holder)
     head = decoder.seg_layers[-1]
     return _conv(head, below, head.weight, head.bias)
 
@@ -123,21 +117,23 @@ def _run(module: nn.Module, holder: list[torch.Tensor]) -> torch.Tensor:
         StackedConvBlocks,
     )
 
-    if isinstance(module, ConvDropoutNormReLU):
-        parts = _block_parts(module)
-        if parts is None:
-            return module(holder.pop())
-        conv, norm, act = parts
+    if isinstance(module, ConvDropoutNormReLU):  # reproducible: checked by supports_lean_forward
+        conv, norm, act = _block_parts(module)
         return _normalise_and_activate_(_conv(conv, holder.pop(), conv.weight, conv.bias), norm, act)
     children = module.convs if isinstance(module, StackedConvBlocks) else module
     if isinstance(children, nn.Sequential):
-        x = holder.pop()
-        for child in children:
-            inner = [x]
-            del x
-            x = _run(child, inner)
-        return x
+        return _run_all(children, holder)
     return module(holder.pop())
+
+
+def _run_all(modules, holder: list[torch.Tensor]) -> torch.Tensor:
+    """Apply ``modules`` in turn to the tensor in ``holder`` (emptied), dropping each input when used."""
+    x = holder.pop()
+    for module in modules:
+        inner = [x]
+        del x
+        x = _run(module, inner)
+    return x
 
 
 def _conv(
