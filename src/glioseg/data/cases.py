@@ -18,7 +18,6 @@ Whatever the layout, images are returned in the fixed channel order
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -28,7 +27,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from glioseg.data.io import Geometry, load_label, load_volume, read_data, read_image, strip_nifti_suffix
+from glioseg.data.io import (
+    Geometry,
+    load_label,
+    load_volume,
+    read_data,
+    read_image,
+    read_json,
+    strip_nifti_suffix,
+)
 from glioseg.data.labels import ET, NETC, SNFH
 from glioseg.data.modalities import (
     BRATS2023_SUFFIX,
@@ -222,10 +229,7 @@ def _discover_nnunet(root: Path, result: DiscoveryResult) -> None:
     dataset_json = root / "dataset.json"
     meta: dict = {}
     if dataset_json.exists():
-        try:
-            meta = json.loads(dataset_json.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(dataset_json, f"unreadable dataset.json ({exc})") from None
+        meta = read_json(dataset_json, "dataset.json")
     channel_order = _nnunet_channel_order(meta, dataset_json)
     label_map = _nnunet_label_map(meta)
     for images_dir, labels_dir in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from glioseg.data.io import read_json
 from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
 from glioseg.errors import InputError
@@ -102,16 +103,11 @@ def find_members(source: str | Path) -> ModelGroup:
     if not candidates:
         raise InputError(src, "no model.safetensors here or in its sub-folders (is training finished?)")
     group = ModelGroup(source=src)
-    import json
-
     for path in candidates:
         doc = path.with_suffix(".json")
         if not doc.exists():
             raise InputError(doc, "model description missing (model.safetensors needs its model.json)")
-        try:
-            info = json.loads(doc.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(doc, f"unreadable model description ({exc})") from None
+        info = read_json(doc, "model description")
         _check_member(doc, info)
         group.members.append(Member(path=path, info=info))
     return group

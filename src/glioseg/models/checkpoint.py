@@ -29,7 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from glioseg.data.io import atomic_path, write_text_atomic
+from glioseg.data.io import atomic_path, read_json, write_text_atomic
 from glioseg.errors import InputError
 
 TREE_FORMAT = "glioseg-tree-v1"
@@ -194,10 +194,7 @@ def read_model_files(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     for required in (weights, doc_path):
         if not required.exists():
             raise InputError(required, "model file not found (a model is <name>.safetensors with <name>.json)")
-    try:
-        doc = json.loads(doc_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(doc_path, f"unreadable model description ({exc})") from None
+    doc = read_json(doc_path, "model description")
     if doc.get("format") != MODEL_FORMAT:
         raise InputError(doc_path, f"not a glioseg model description (format {doc.get('format')!r})")
     if _header(weights).get("format") != MODEL_FORMAT:

@@ -70,6 +70,7 @@ from typing import Any
 
 import torch
 
+from glioseg.data.io import read_json
 from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
 from glioseg.errors import ConfigError, InputError
@@ -231,10 +232,7 @@ def _strip_prefixes(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(path, "file not found (an nnU-Net results folder has plans.json and dataset.json)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"unreadable JSON ({exc})") from None
+    data = read_json(path, "JSON")
     if not isinstance(data, dict):
         raise InputError(path, "expected a JSON object")
     return data
