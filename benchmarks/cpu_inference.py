@@ -241,64 +241,61 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
     image, _, info = preprocess_case(data, tuple(m.plan["target_spacing"]))
     rows = []
 
-    def timed(name, fn, repeat=2, note=""):
-        if not any(name.strip().startswith(LEVER_TITLES[k]) for k in only):
-            return
+    def timed(key, name, fn, repeat=2, note=""):
+        """Time ``fn`` (after a warm-up) as lever ``key``; None when ``key`` was not asked for."""
+        if key not in only:
+            return None
         fn()  # warm-up
         t0 = time.perf_counter()
         for _ in range(repeat):
             fn()
         rows.append({"lever": name, "seconds": (time.perf_counter() - t0) / repeat, "note": note})
         print(f"  {name:44s} {rows[-1]['seconds']:8.2f} s  {note}", flush=True)
+        return rows[-1]
 
     window = torch.randn(1, 4, 128, 128, 128)
     flops = count_flops(net, window.shape)
     with torch.inference_mode():
-        timed("one 128^3 window, fp32, torch", lambda: net(window))
-        if "window" in only:
-            rows[-1]["gflops"] = flops / 1e9
-            rows[-1]["note"] = f"{flops / 1e12:.3f} TFLOP -> {flops / rows[-1]['seconds'] / 1e9:.0f} GFLOP/s"
-            print(f"    {rows[-1]['note']}")
+        row = timed("window", "one 128^3 window, fp32, torch", lambda: net(window))
+        if row:
+            row["gflops"] = flops / 1e9
+            row["note"] = f"{flops / 1e12:.3f} TFLOP -> {flops / row['seconds'] / 1e9:.0f} GFLOP/s"
+            print(f"    {row['note']}")
         cl_net = net.to(memory_format=torch.channels_last_3d)
         cl_win = window.contiguous(memory_format=torch.channels_last_3d)
-        timed("  + channels_last_3d", lambda: cl_net(cl_win))
+        timed("channels_last", "  + channels_last_3d", lambda: cl_net(cl_win))
         net = net.to(memory_format=torch.contiguous_format)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            timed("  + bf16 autocast (no native bf16 on this CPU?)", lambda: net(window), repeat=1)
+            timed("bf16", "  + bf16 autocast (no native bf16 on this CPU?)", lambda: net(window), repeat=1)
         torch.set_num_threads(1)
-        timed("  with 1 thread", lambda: net(window), repeat=1)
+        timed("threads", "  with 1 thread", lambda: net(window), repeat=1)
         torch.set_num_threads(threads)
-        try:
-            if "compile" not in only:
-                raise StopIteration
-            t0 = time.perf_counter()
-            compiled = torch.compile(net)
-            compiled(window)
-            compile_s = time.perf_counter() - t0
-            timed("  + torch.compile", lambda: compiled(window), note=f"(compilation {compile_s:.0f} s)")
-        except StopIteration:
-            pass
-        except Exception as exc:  # compile needs a C++ toolchain; report instead of failing
-            rows.append({"lever": "  + torch.compile", "seconds": float("nan"), "note": f"failed: {type(exc).__name__}"})
+        if "compile" in only:
+            try:
+                t0 = time.perf_counter()
+                compiled = torch.compile(net)
+                compiled(window)
+                compile_s = time.perf_counter() - t0
+                timed("compile", "  + torch.compile", lambda: compiled(window), note=f"(compilation {compile_s:.0f} s)")
+            except Exception as exc:  # compile needs a C++ toolchain; report instead of failing
+                rows.append({"lever": "  + torch.compile", "seconds": float("nan"), "note": f"failed: {type(exc).__name__}"})
         crop = torch.from_numpy(image)[None]
         padded = padded_shape(image.shape[1:], 32)
-        timed("whole brain crop, one pass", lambda: net(torch.nn.functional.pad(crop, _pads(image.shape[1:], padded))),
-              repeat=1, note=f"crop {tuple(image.shape[1:])} padded to {padded}")
-        if "whole" in only:
+        row = timed("whole", "whole brain crop, one pass",
+                    lambda: net(torch.nn.functional.pad(crop, _pads(image.shape[1:], padded))),
+                    repeat=1, note=f"crop {tuple(image.shape[1:])} padded to {padded}")
+        if row:
             whole_flops = count_flops(net, (1, 4, *padded))
-            rows[-1]["gflops"] = whole_flops / 1e9
-            rows[-1]["note"] += f", {whole_flops / 1e12:.2f} TFLOP"
-    try:
-        if "onnx" not in only:
-            raise StopIteration
-        from glioseg.infer.onnx_engine import onnx_predictor
+            row["gflops"] = whole_flops / 1e9
+            row["note"] += f", {whole_flops / 1e12:.2f} TFLOP"
+    if "onnx" in only:
+        try:
+            from glioseg.infer.onnx_engine import onnx_predictor
 
-        ort = onnx_predictor(m, threads)
-        timed("one 128^3 window, ONNX Runtime", lambda: ort(window), repeat=1)
-    except StopIteration:
-        pass
-    except Exception as exc:
-        rows.append({"lever": "one 128^3 window, ONNX Runtime", "seconds": float("nan"), "note": f"failed: {exc}"})
+            ort = onnx_predictor(m, threads)
+            timed("onnx", "one 128^3 window, ONNX Runtime", lambda: ort(window), repeat=1)
+        except Exception as exc:
+            rows.append({"lever": "one 128^3 window, ONNX Runtime", "seconds": float("nan"), "note": f"failed: {exc}"})
     # windows with no brain after cropping, at overlap 0.5
     from monai.inferers.utils import _get_scan_interval, dense_patch_slices
 
@@ -322,13 +319,6 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
     rows.append({"lever": "fp32 matrix product 4096^2 (machine peak)", "seconds": float("nan"), "note": f"{peak:.0f} GFLOP/s"})
     print(f"  fp32 matmul peak: {peak:.0f} GFLOP/s")
     return rows
-
-
-LEVER_TITLES = {
-    "window": "one 128^3 window, fp32", "channels_last": "+ channels_last_3d", "bf16": "+ bf16",
-    "threads": "with 1 thread", "compile": "+ torch.compile", "whole": "whole brain crop",
-    "onnx": "one 128^3 window, ONNX", "empty": "-", "matmul": "-",
-}
 
 
 def _pads(shape, target):
