@@ -86,3 +86,28 @@ def test_lean_forward_holds_fewer_full_resolution_tensors():
     if math.isnan(module_maps) or math.isnan(lean_maps):
         pytest.skip("cannot reset the peak-RSS mark (/proc/self/clear_refs not writable)")
     assert lean_maps <= module_maps - 1.5, (module_maps, lean_maps)
+
+
+def _cropping_decoder_forward(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Reference for sizes the module's forward rejects: its own encoder and decoder modules,
+    with each up-sampled tensor cropped at the far end to its skip before concatenation."""
+    skips = net.encoder(x)
+    below = skips[-1]
+    for k, (transpconv, stage) in enumerate(zip(net.decoder.transpconvs, net.decoder.stages, strict=True)):
+        skip = skips[-(k + 2)]
+        up = transpconv(below)[(..., *(slice(0, s) for s in skip.shape[2:]))]
+        below = stage(torch.cat((up, skip), 1))
+    return net.decoder.seg_layers[-1](below)
+
+
+@pytest.mark.parametrize("shape", [(37, 45, 29), (33, 32, 31)])
+def test_lean_forward_takes_sizes_the_module_rejects(shape):
+    net = _network("nnunet", 4, 4, seed=1)
+    x = torch.randn(1, 4, *shape)
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError):  # the module's decoder cannot concatenate mismatched sizes
+            net(x)
+        got = lean_forward(net, x.clone())
+        expected = _cropping_decoder_forward(net, x)
+    assert got.shape == (1, 3, *shape)
+    assert torch.allclose(got, expected, atol=2e-5, rtol=1e-4), (got - expected).abs().max()

@@ -53,8 +53,11 @@ def supports_lean_forward(network: nn.Module) -> bool:
 def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits of the final head for ``x`` ``(B, C, X, Y, Z)``; call under ``torch.inference_mode()``.
 
-    Equivalent to ``network(x)`` with deep supervision off.  The spatial size must be one the
-    network accepts (divisible by its total down-sampling factor).
+    Equivalent to ``network(x)`` with deep supervision off.  Unlike the module's forward, any
+    spatial size works: where a size is not divisible by the network's total down-sampling
+    factor, each up-sampled tensor is cropped at the far end to its skip's size (as U-Nets
+    without padding do), so a brain crop needs no padding to multiples of 32.  For divisible
+    sizes the result equals ``network(x)``.
 
     Examples
     --------
@@ -84,7 +87,7 @@ def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         # conv(cat(up, skip)) == conv_up(up) + conv_skip(skip): no concatenated copy is made
         n_up = transpconv.out_channels
         weight_up, weight_skip = conv.weight[:, :n_up].contiguous(), conv.weight[:, n_up:].contiguous()
-        up = transpconv(below)
+        up = _match(transpconv(below), skip)
         del below
         y = _conv(conv, up, weight_up, conv.bias)
         del up
@@ -95,6 +98,20 @@ def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         below = _run_all(rest, holder)
     head = decoder.seg_layers[-1]
     return _conv(head, below, head.weight, head.bias)
+
+
+def _match(up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``up`` cropped at the far end of each axis to ``skip``'s size (a no-op for sizes divisible
+    by the down-sampling factor).
+
+    A stride-2 convolution maps ``n`` voxels to ``ceil(n / 2)``, with output ``i`` centred on
+    input ``2 i``; the transposed convolution maps them back to ``2 ceil(n / 2)``, of which the
+    first ``n`` line up with the skip.
+    """
+    size = tuple(skip.shape[2:])
+    if tuple(up.shape[2:]) == size:
+        return up
+    return up[(..., *(slice(0, s) for s in size))].contiguous()
 
 
 def _block_parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module] | None:
