@@ -85,6 +85,12 @@ def cv_members(paths: list[str]) -> list[Path]:
 
 # ----------------------------------------------------------------------------- child process
 def child(spec: dict) -> dict:
+    from glioseg.runtime import VARIABLE, request_huge_pages
+
+    if spec.get("huge_pages", True):  # as the glioseg command does, before torch allocates
+        request_huge_pages()
+    else:
+        os.environ[VARIABLE] = "0"
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -100,6 +106,7 @@ def child(spec: dict) -> dict:
         data, [group], tta=spec["tta"], overlap=spec["overlap"], device="cpu", window=spec["window"],
         engine=spec.get("engine", "torch"), channels_last=spec.get("channels_last", False),
         members_per_group=spec.get("members_per_group"), lean=spec.get("lean", True),
+        native_size=spec.get("native_size", True),
     )
     seconds = time.perf_counter() - t0
     np.save(spec["labels_out"], prediction.labels)
@@ -146,12 +153,20 @@ def _mode_table() -> dict[str, tuple]:
 
 
 def _resolve(table: dict[str, tuple], mode: str) -> tuple:
-    """(tta, window, overlap, members_per_group, lean) of a mode name; a ``+module`` suffix runs
-    nnU-Net through the module's own forward instead of :func:`glioseg.infer.lean.lean_forward`."""
-    base, _, flag = mode.partition("+")
-    if base not in table or flag not in ("", "module"):
-        raise SystemExit(f"unknown mode {mode!r}; expected one of {', '.join(table)} (optionally +module)")
-    return (*table[base], flag != "module")
+    """(tta, window, overlap, members_per_group, lean, native_size, huge_pages) of a mode name.
+
+    Suffixes switch single levers off: ``+module`` runs nnU-Net through the module's own forward
+    instead of :func:`glioseg.infer.lean.lean_forward` (the whole crop is then padded to
+    multiples of 32); ``+padded`` keeps the lean forward but pads the crop all the same;
+    ``+nothp`` leaves PyTorch's allocations on ordinary 4 kB pages (:mod:`glioseg.runtime`).
+    """
+    base, *flags = mode.split("+")
+    known = ("module", "padded", "nothp")
+    if base not in table or any(f not in known for f in flags):
+        raise SystemExit(f"unknown mode {mode!r}; expected one of {', '.join(table)} with optional "
+                         f"suffixes {', '.join('+' + k for k in known)}")
+    lean = "module" not in flags
+    return (*table[base], lean, lean and "padded" not in flags, "nothp" not in flags)
 
 
 # ----------------------------------------------------------------------------- nnU-Net peer
@@ -412,11 +427,11 @@ def main() -> None:
                 references: dict[int, np.ndarray] = {}
                 single_labels: dict[str, np.ndarray] = {}
                 for mode, members in runs:
-                    tta, window, overlap, per_group, lean = _resolve(MODES, mode)
+                    tta, window, overlap, per_group, lean, native, huge_pages = _resolve(MODES, mode)
                     out = root / f"{set_name}-{case.name}-{mode.replace('/', '_')}-{len(members)}.npy"
                     r = run_child({"case": str(case), "members": [str(m) for m in members], "tta": tta, "window": window,
                                    "overlap": overlap, "members_per_group": per_group, "threads": args.threads, "lean": lean,
-                                   "labels_out": str(out)}, args.timeout)
+                                   "native_size": native, "huge_pages": huge_pages, "labels_out": str(out)}, args.timeout)
                     row = {"set": set_name, "case": case.name, "mode": mode, "members": len(members), **r}
                     if "error" not in r:
                         labels = np.load(out)

@@ -23,6 +23,26 @@ def test_whole_pass_pads_and_crops_back_exactly():
     assert padded_shape((21, 30, 17), 8) == (24, 32, 24)
 
 
+def test_whole_pass_of_a_lean_network_takes_the_crop_at_its_own_size(tmp_path):
+    from glioseg.infer.lean import lean_forward, supports_lean_forward
+
+    network = find_members(write_random_model(tmp_path / "m", seed=3)).members[0].load("cpu")
+    assert supports_lean_forward(network)
+    image = np.random.default_rng(1).standard_normal((4, 21, 30, 17)).astype(np.float32)
+    sizes = []
+    network.register_forward_pre_hook(lambda module, args: sizes.append(tuple(args[0].shape[2:])))
+    native = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8)
+    padded = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, native_size=False)
+    module = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, lean=False)
+    assert sizes == [(24, 32, 24)]  # only the module's own forward ran (padded); the lean passes call its parts
+    with torch.inference_mode():
+        direct = torch.sigmoid(lean_forward(network, torch.from_numpy(image)[None]))[0].numpy()
+    assert native.shape == padded.shape == (3, 21, 30, 17)
+    assert np.allclose(native, direct, atol=1e-5)
+    assert np.allclose(padded, module, atol=1e-5)
+    assert not np.allclose(native, padded, atol=1e-3)  # a different context: zero padding enters the norms
+
+
 def test_spread_mirrorings_cover_all_eight_over_eight_members():
     seen = [member_flips("spread", k)[0] for k in range(8)]
     assert sorted(seen) == sorted(tta_flips("full")) and seen[0] == ()
@@ -59,6 +79,29 @@ def test_channels_last_gives_the_same_probabilities(small_cohort, tmp_path):
     network = network.to(memory_format=torch.channels_last_3d)
     fast = predict_probabilities(network, image, (32, 32, 32), 0.5, [()], channels_last=True)
     assert np.allclose(plain, fast, atol=1e-5)
+
+
+def test_channels_last_is_chosen_per_architecture(small_cohort, tmp_path, monkeypatch):
+    """By default MedNeXt members run in channels_last_3d on the CPU and nnU-Net members do not;
+    the probabilities are those of the default layout either way."""
+    from glioseg.infer import ensemble
+
+    data = load_case(discover_cases(small_cohort).cases[0], with_label=False)
+    groups = [find_members(write_random_model(tmp_path / name, seed=5, name=name)) for name in ("nnunet", "mednext-s-k3")]
+    layouts = []
+    original = ensemble.predict_probabilities
+
+    def spy(network, *args, channels_last=False, **kwargs):
+        layouts.append((type(network).__name__, channels_last,
+                        next(network.parameters()).is_contiguous(memory_format=torch.channels_last_3d)))
+        return original(network, *args, channels_last=channels_last, **kwargs)
+
+    monkeypatch.setattr(ensemble, "predict_probabilities", spy)
+    auto = segment_case(data, groups, tta="none", window="whole")
+    assert [(cl, weights_cl) for _, cl, weights_cl in layouts] == [(False, False), (True, True)], layouts
+    plain = segment_case(data, groups, tta="none", window="whole", channels_last=False)
+    assert [cl for _, cl, _ in layouts[2:]] == [False, False]
+    assert np.abs(auto.probabilities - plain.probabilities).max() < 1e-3  # summation order only
 
 
 def test_onnx_engine_matches_torch(small_cohort, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ class PredictOptions:
     track_variance: bool = False
     window: str = "sliding"
     engine: str = "torch"
-    channels_last: bool = False
+    channels_last: bool | None = None
     members_per_group: int | None = None
     lean: bool = True
 

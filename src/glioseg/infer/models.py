@@ -35,6 +35,13 @@ class Member:
     def plan(self) -> dict[str, Any]:
         return self.info["plan"]
 
+    @property
+    def config(self):
+        """The network's :class:`glioseg.models.ModelConfig`."""
+        from glioseg.models import ModelConfig
+
+        return ModelConfig.from_dict(self.info["model_config"])
+
     def load(self, device: str = "cpu") -> nn.Module:
         """Build the network, load its weights (any stored float dtype), switch to inference mode."""
         from glioseg.models import ModelConfig, build_model, set_deep_supervision

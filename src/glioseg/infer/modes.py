@@ -25,7 +25,7 @@ class ModeSettings:
     overlap: float
     members_per_group: int | None
     engine: str = "torch"
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: per architecture (glioseg.infer.ensemble.prefers_channels_last)
 
 
 MODES: dict[str, ModeSettings] = {
