@@ -40,6 +40,9 @@ experiment_commands.register(app)
 
 def main() -> None:
     """Entry point of the ``glioseg`` console script."""
+    from glioseg.runtime import request_huge_pages
+
+    request_huge_pages()  # before torch's first large allocation (see glioseg.runtime)
     app()
 
 

@@ -49,7 +49,9 @@ def segment(
     (240, 240, 155)
     """
     from glioseg.infer.batch import resolve_device
+    from glioseg.runtime import request_huge_pages
 
+    request_huge_pages()  # effective if torch has not yet made a large allocation in this process
     if isinstance(case, str | Path):
         found = discover_cases(case)
         if len(found.cases) != 1:
