@@ -55,6 +55,7 @@ def test_modes_and_overrides():
     assert (fast.tta, fast.window, fast.members_per_group) == ("none", "whole", 1)
     assert PredictOptions.from_mode("fast", tta="flip").tta == "flip"
     assert resolve_mode("reference").tta == "full" and resolve_mode("accurate").tta == "spread"
+    assert resolve_mode("accurate").window == "sliding" and resolve_mode("accurate", window="whole").window == "whole"
     with pytest.raises(ConfigError, match="unknown mode"):
         resolve_mode("turbo")
 

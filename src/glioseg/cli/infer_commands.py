@@ -29,7 +29,7 @@ def predict(
     model: list[Path] = typer.Option(..., "--model", "-m", help="A run (or a folder of fold runs); repeat for an ensemble."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <ID>.nii.gz label maps."),
     weights: str | None = typer.Option(None, help="Ensemble weights: w1,w2,... per --model, or weights.json."),
-    mode: Mode = typer.Option(Mode.default, help="fast (CPU, one model, one pass), accurate (all members, one pass each), reference, default."),
+    mode: Mode = typer.Option(Mode.default, help="fast (CPU: first member, one pass over the brain crop), accurate (all members, one mirroring each), reference, default."),
     tta: TTA | None = typer.Option(None, help="Mirroring: none, flip (left-right), full (all 8), spread (one per member)."),
     overlap: float | None = typer.Option(None, help="Sliding-window overlap in [0, 1)."),
     window: str | None = typer.Option(None, help="sliding (windows of the training patch) or whole (one pass over the brain crop)."),

@@ -3,9 +3,9 @@
 The module's own forward keeps every encoder output alive until the decoder has finished,
 allocates a new tensor for each instance normalisation and concatenates skip and up-sampled
 features into a third tensor; on top of that, oneDNN copies each convolution's input into its
-blocked layout.  For one pass over a whole brain crop at 1 mm (padded to 160 x 224 x 160
-voxels), each full-resolution 32-channel float32 tensor is 734 MB, so these copies decide the
-peak memory of ``--window whole``.  :func:`lean_forward`
+blocked layout.  For one pass over a whole brain crop at 1 mm (146 x 194 x 151 voxels),
+each full-resolution 32-channel float32 tensor is 550 MB, so these copies decide the peak
+memory of ``--window whole``.  :func:`lean_forward`
 
 - normalises (instance norm) and activates (LeakyReLU/ReLU) each convolution's output in place;
 - releases every tensor as soon as its last consumer has run (each skip right after the
@@ -13,12 +13,15 @@ peak memory of ``--window whole``.  :func:`lean_forward`
 - never builds the concatenation of skip and up-sampled features: the first decoder
   convolution is split into its two input halves, ``conv(cat(up, skip)) = conv_up(up) +
   conv_skip(skip)``;
-- computes only the final segmentation head (no deep-supervision outputs).
+- computes only the final segmentation head (no deep-supervision outputs);
+- accepts any spatial size, cropping each up-sampled tensor to its skip, so the crop needs no
+  padding to multiples of 32 (which would add 34 % voxels to that crop).
 
-Outputs equal the module's to float32 rounding (tested against ``network(x)``).  Measured on
-this project's 2-core CPU (``benchmarks/cpu_inference.py --modes fast,fast+module``), one pass
-over a full-size case's crop with the BraTS nnU-Net: peak RSS 5.8 -> 4.2 GiB at about the same
-speed.  Convolving large tensors in slabs, so that oneDNN's layout copies would cover one slab,
+For sizes the module accepts, outputs equal the module's to float32 rounding (tested against
+``network(x)``).  Measured on this project's 2-core CPU (``benchmarks/cpu_inference.py``), one
+pass over a full-size case's crop with the BraTS nnU-Net: peak RSS 5.8 -> 4.2 GiB at about the
+same speed on the padded crop (``fast+module`` vs ``fast+padded``), and 3.1 GiB, 27.6 s at the
+crop's own size (``fast``).  Convolving large tensors in slabs, so that oneDNN's layout copies would cover one slab,
 was tried and dropped: 15 % slower for 0.06 GiB less.  Networks with another structure, or with
 normalisations that use running statistics, fall back to ``network(x)``; see
 :func:`supports_lean_forward`.
