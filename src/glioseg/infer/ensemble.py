@@ -78,7 +78,7 @@ def segment_case(
     thresholds : probability thresholds for WT, TC, ET
     track_variance : also return the voxel-wise variance of the member probabilities
         (for the uncertainty score of reports)
-    window : ``sliding`` windows or ``whole`` (one pass over the padded brain crop)
+    window : ``sliding`` windows or ``whole`` (one pass over the brain crop)
     engine : ``torch`` or ``onnx`` (ONNX Runtime, CPU)
     channels_last : torch engine in the channels_last_3d memory format; ``None`` decides per
         network (:func:`prefers_channels_last`)
