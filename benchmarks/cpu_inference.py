@@ -238,7 +238,7 @@ def peer_child(spec: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- levers
-LEVERS = ("window", "channels_last", "bf16", "threads", "compile", "whole", "onnx", "empty", "matmul")
+LEVERS = ("window", "channels_last", "bf16", "threads", "compile", "whole", "onnx", "empty", "matmul", "int8")
 
 
 def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = LEVERS) -> list[dict]:
@@ -311,6 +311,8 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
             timed("onnx", "one 128^3 window, ONNX Runtime", lambda: ort(window), repeat=1)
         except Exception as exc:
             rows.append({"lever": "one 128^3 window, ONNX Runtime", "seconds": float("nan"), "note": f"failed: {exc}"})
+    if "int8" in only:
+        rows += int8_convolutions()
     # windows with no brain after cropping, at overlap 0.5
     from monai.inferers.utils import _get_scan_interval, dense_patch_slices
 
@@ -334,6 +336,49 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
     rows.append({"lever": "fp32 matrix product 4096^2 (machine peak)", "seconds": float("nan"), "note": f"{peak:.0f} GFLOP/s"})
     print(f"  fp32 matmul peak: {peak:.0f} GFLOP/s")
     return rows
+
+
+def int8_convolutions() -> list[dict]:
+    """fp32 against int8 (fbgemm, per-channel weights) 3x3x3 convolutions at the BraTS nnU-Net's
+    first three stages' sizes, quantising the input and de-quantising the output as a quantised
+    network between instance norms would have to."""
+    import torch
+    import torch.ao.nn.quantized as nnq
+
+    torch.backends.quantized.engine = "fbgemm"
+    rows = []
+    for c, size in ((32, 128), (64, 64), (128, 32)):
+        conv = torch.nn.Conv3d(c, c, 3, padding=1)
+        x = torch.randn(1, c, size, size, size)
+        q = nnq.Conv3d(c, c, 3, padding=1)
+        q.set_weight_bias(torch.quantize_per_channel(conv.weight.detach(), torch.full((c,), 0.01),
+                                                     torch.zeros(c, dtype=torch.long), 0, torch.qint8), conv.bias.detach())
+        q.scale, q.zero_point = 0.05, 64
+
+        flops = 2 * c * c * 27 * size**3
+        with torch.inference_mode():
+            seconds = [_mean_seconds(conv, x), _mean_seconds(_int8_pass, q, x)]
+        note = (f"fp32 {seconds[0]:.3f} s ({flops / seconds[0] / 1e9:.0f} GFLOP/s), int8 {seconds[1]:.3f} s "
+                f"({flops / seconds[1] / 1e9:.0f} GOP/s): int8 {seconds[0] / seconds[1]:.2f}x")
+        rows.append({"lever": f"3x3x3 conv {c}->{c} at {size}^3, fp32 vs int8", "seconds": seconds[1], "note": note})
+        print(f"  {rows[-1]['lever']:44s} {note}", flush=True)
+    return rows
+
+
+def _int8_pass(q, x):
+    """Quantise ``x``, convolve in int8, de-quantise: one layer of an int8 network between float norms."""
+    import torch
+
+    return q(torch.quantize_per_tensor(x, 0.05, 64, torch.quint8)).dequantize()
+
+
+def _mean_seconds(fn, *args, repeat: int = 3) -> float:
+    """Mean seconds of ``fn(*args)`` over ``repeat`` calls after one warm-up."""
+    fn(*args)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn(*args)
+    return (time.perf_counter() - t0) / repeat
 
 
 def _pads(shape, target):
