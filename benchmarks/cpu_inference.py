@@ -25,7 +25,7 @@ Gaussian, all 8 mirrorings), 1 when both are empty.
 Gaussian, with and without mirroring) in the same run (needs the bench/dev extra); the
 network is written in nnU-Net's results layout in a temporary folder for that.
 ``--levers`` measures single levers on one 128^3 window and on the whole crop (threads,
-channels_last, bf16, torch.compile, ONNX Runtime, overlap, window count) and the machine's
+channels_last, bf16, int8, torch.compile, ONNX Runtime, overlap, window count) and the machine's
 fp32 matrix-product peak.
 """
 
