@@ -104,7 +104,7 @@ def child(spec: dict) -> dict:
     t0 = time.perf_counter()
     prediction = segment_case(
         data, [group], tta=spec["tta"], overlap=spec["overlap"], device="cpu", window=spec["window"],
-        engine=spec.get("engine", "torch"), channels_last=spec.get("channels_last", False),
+        engine=spec.get("engine", "torch"), channels_last=spec.get("channels_last"),  # None: per architecture, as glioseg
         members_per_group=spec.get("members_per_group"), lean=spec.get("lean", True),
         native_size=spec.get("native_size", True),
     )
