@@ -44,11 +44,11 @@ class Member:
 
     def load(self, device: str = "cpu") -> nn.Module:
         """Build the network, load its weights (any stored float dtype), switch to inference mode."""
-        from glioseg.models import ModelConfig, build_model, set_deep_supervision
+        from glioseg.models import build_model, set_deep_supervision
         from glioseg.models.checkpoint import load_weights, read_model_files
 
         state, _ = read_model_files(self.path)
-        config = ModelConfig.from_dict(self.info["model_config"])
+        config = self.config
         network = build_model(config, deep_supervision=True)  # the heads exist in every checkpoint
         load_weights(network, state, self.path)
         set_deep_supervision(network, config, False)
