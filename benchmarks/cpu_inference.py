@@ -260,11 +260,7 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
         """Time ``fn`` (after a warm-up) as lever ``key``; None when ``key`` was not asked for."""
         if key not in only:
             return None
-        fn()  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        rows.append({"lever": name, "seconds": (time.perf_counter() - t0) / repeat, "note": note})
+        rows.append({"lever": name, "seconds": _mean_seconds(fn, repeat=repeat), "note": note})
         print(f"  {name:44s} {rows[-1]['seconds']:8.2f} s  {note}", flush=True)
         return rows[-1]
 
