@@ -8,7 +8,7 @@
                2 x 5-fold ensemble still covers them at 1/8 of the reference's passes.  On a
                trained 2 x 5 ensemble it came within 0.010-0.012 Dice of ``reference``; with
                ``--window whole`` it moved 0.11-0.28 Dice away (at the BraTS plan on a 2-core CPU
-               that is 8.0 against 36.8 min).
+               that is 6.7 against at most 36.8 min).
 ``reference``  every member, sliding windows with overlap 0.5 and all 8 mirrorings per member
                (nnU-Net's default inference): the yardstick the other modes are compared with.
 
