@@ -106,7 +106,7 @@ def child(spec: dict) -> dict:
         data, [group], tta=spec["tta"], overlap=spec["overlap"], device="cpu", window=spec["window"],
         engine=spec.get("engine", "torch"), channels_last=spec.get("channels_last"),  # None: per architecture, as glioseg
         members_per_group=spec.get("members_per_group"), lean=spec.get("lean", True),
-        native_size=spec.get("native_size", True),
+        native_size=spec.get("native_size", True), window_norm=spec.get("window_norm", True),
     )
     seconds = time.perf_counter() - t0
     np.save(spec["labels_out"], prediction.labels)
@@ -153,20 +153,25 @@ def _mode_table() -> dict[str, tuple]:
 
 
 def _resolve(table: dict[str, tuple], mode: str) -> tuple:
-    """(tta, window, overlap, members_per_group, lean, native_size, huge_pages) of a mode name.
+    """(tta, window, overlap, members_per_group, levers) of a mode name; ``levers`` is a dict of
+    the child's ``lean``, ``native_size``, ``huge_pages`` and ``window_norm`` settings.
 
     Suffixes switch single levers off: ``+module`` runs nnU-Net through the module's own forward
     instead of :func:`glioseg.infer.lean.lean_forward` (the whole crop is then padded to
     multiples of 32); ``+padded`` keeps the lean forward but pads the crop all the same;
-    ``+nothp`` leaves PyTorch's allocations on ordinary 4 kB pages (:mod:`glioseg.runtime`).
+    ``+nothp`` leaves PyTorch's allocations on ordinary 4 kB pages (:mod:`glioseg.runtime`);
+    ``+globalnorm`` normalises whole-crop passes with the whole crop's statistics instead of
+    window-matched ones (:mod:`glioseg.infer.window_norm`).
     """
     base, *flags = mode.split("+")
-    known = ("module", "padded", "nothp")
+    known = ("module", "padded", "nothp", "globalnorm")
     if base not in table or any(f not in known for f in flags):
         raise SystemExit(f"unknown mode {mode!r}; expected one of {', '.join(table)} with optional "
                          f"suffixes {', '.join('+' + k for k in known)}")
     lean = "module" not in flags
-    return (*table[base], lean, lean and "padded" not in flags, "nothp" not in flags)
+    levers = {"lean": lean, "native_size": lean and "padded" not in flags, "huge_pages": "nothp" not in flags,
+              "window_norm": "globalnorm" not in flags}
+    return (*table[base], levers)
 
 
 # ----------------------------------------------------------------------------- nnU-Net peer
@@ -468,11 +473,11 @@ def main() -> None:
                 references: dict[int, np.ndarray] = {}
                 single_labels: dict[str, np.ndarray] = {}
                 for mode, members in runs:
-                    tta, window, overlap, per_group, lean, native, huge_pages = _resolve(MODES, mode)
+                    tta, window, overlap, per_group, levers = _resolve(MODES, mode)
                     out = root / f"{set_name}-{case.name}-{mode.replace('/', '_')}-{len(members)}.npy"
                     r = run_child({"case": str(case), "members": [str(m) for m in members], "tta": tta, "window": window,
-                                   "overlap": overlap, "members_per_group": per_group, "threads": args.threads, "lean": lean,
-                                   "native_size": native, "huge_pages": huge_pages, "labels_out": str(out)}, args.timeout)
+                                   "overlap": overlap, "members_per_group": per_group, "threads": args.threads,
+                                   **levers, "labels_out": str(out)}, args.timeout)
                     row = {"set": set_name, "case": case.name, "mode": mode, "members": len(members), **r}
                     if "error" not in r:
                         labels = np.load(out)

@@ -31,9 +31,11 @@ def test_whole_pass_of_a_lean_network_takes_the_crop_at_its_own_size(tmp_path):
     image = np.random.default_rng(1).standard_normal((4, 21, 30, 17)).astype(np.float32)
     sizes = []
     network.register_forward_pre_hook(lambda module, args: sizes.append(tuple(args[0].shape[2:])))
-    native = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8)
-    padded = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, native_size=False)
-    module = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, lean=False)
+    crop_norms = {"window_norm": False}  # the crop's own statistics, padding included (see test_window_norm.py)
+    native = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, **crop_norms)
+    padded = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, native_size=False,
+                                   **crop_norms)
+    module = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, lean=False, **crop_norms)
     assert sizes == [(24, 32, 24)]  # only the module's own forward ran (padded); the lean passes call its parts
     with torch.inference_mode():
         direct = torch.sigmoid(lean_forward(network, torch.from_numpy(image)[None]))[0].numpy()

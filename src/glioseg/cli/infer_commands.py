@@ -33,6 +33,10 @@ def predict(
     tta: TTA | None = typer.Option(None, help="Mirroring: none, flip (left-right), full (all 8), spread (one per member)."),
     overlap: float | None = typer.Option(None, help="Sliding-window overlap in [0, 1)."),
     window: str | None = typer.Option(None, help="sliding (windows of the training patch) or whole (one pass over the brain crop)."),
+    window_norm: bool | None = typer.Option(
+        None, "--window-norm/--global-norm",
+        help="Whole-crop passes: normalise with the statistics of the sliding windows that cover each voxel (default) "
+        "or of the whole crop."),
     engine: str | None = typer.Option(None, help="torch or onnx (ONNX Runtime on the CPU; needs the bench extra)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     thresholds: str = typer.Option("0.5,0.5,0.5", help="Probability thresholds for WT, TC, ET."),
@@ -83,13 +87,15 @@ def predict(
 
     options = PredictOptions.from_mode(
         mode.value, tta=tta.value if tta else None, overlap=overlap, window=window, engine=engine, device=device,
+        window_norm=window_norm,
         thresholds=parse_triple(thresholds, "--thresholds", float), save_probabilities=save_probabilities,
         weights=parsed_weights, after_case=after_case, track_variance=report and members > 1, postprocess=hook,
     )
     used = sum(min(len(g.members), options.members_per_group or len(g.members)) for g in groups)
     console.print(
         f"{len(cases)} case(s), {len(groups)} model(s), {used} of {members} member(s) used; mode {mode.value}: "
-        f"TTA {options.tta}, {options.window} window" + (f" (overlap {options.overlap})" if options.window == "sliding" else "")
+        f"TTA {options.tta}, {options.window} window" + (f" (overlap {options.overlap})" if options.window == "sliding" else
+                                                          " (window-matched norms)" if options.window_norm else " (crop norms)")
         + f", engine {options.engine}"
     )
     report = predict_cases(cases, groups, out, options, printer=console.print)

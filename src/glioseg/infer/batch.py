@@ -34,6 +34,7 @@ class PredictOptions:
     channels_last: bool | None = None
     members_per_group: int | None = None
     lean: bool = True
+    window_norm: bool = True
 
     @classmethod
     def from_mode(cls, mode: str = "default", **kwargs) -> PredictOptions:
@@ -41,7 +42,8 @@ class PredictOptions:
         ``None`` override it."""
         from glioseg.infer.modes import resolve_mode
 
-        knobs = {k: kwargs.pop(k) for k in ("tta", "window", "overlap", "engine", "channels_last", "members_per_group") if k in kwargs}
+        knobs = {k: kwargs.pop(k) for k in ("tta", "window", "overlap", "engine", "channels_last", "members_per_group",
+                                                   "window_norm") if k in kwargs}
         settings = resolve_mode(mode, **knobs)
         return cls(**settings.__dict__, **{k: v for k, v in kwargs.items() if v is not None})
 
@@ -142,7 +144,7 @@ def predict_cases(
                 data, groups, options.weights, options.tta, options.overlap, device, options.thresholds,
                 track_variance=options.track_variance, window=options.window, engine=options.engine,
                 channels_last=options.channels_last, members_per_group=options.members_per_group,
-                lean=options.lean,
+                lean=options.lean, window_norm=options.window_norm,
             )
             labels = prediction.labels
             if options.postprocess is not None:

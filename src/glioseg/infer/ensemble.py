@@ -65,6 +65,7 @@ def segment_case(
     members_per_group: int | None = None,
     lean: bool = True,
     native_size: bool = True,
+    window_norm: bool = True,
 ) -> Prediction:
     """Ensemble prediction for a loaded case.
 
@@ -86,6 +87,8 @@ def segment_case(
     lean : memory-lean forward for nnU-Net networks (:mod:`glioseg.infer.lean`; same outputs)
     native_size : whole-crop passes of lean networks take the crop at its own size instead of
         padding it to multiples of the down-sampling factor
+    window_norm : whole-crop passes normalise with window-matched statistics
+        (:mod:`glioseg.infer.window_norm`) instead of the whole crop's
 
     Returns
     -------
@@ -121,7 +124,7 @@ def segment_case(
             divisor = 2 ** (config.n_stages - 1)
             probs = predict_probabilities(network, image, member.plan["patch_size"], overlap, flips, device,
                                           window=window, divisor=divisor, channels_last=member_channels_last,
-                                          lean=lean, native_size=native_size)
+                                          lean=lean, native_size=native_size, window_norm=window_norm)
             del network
             member_index += 1
             n_members += 1

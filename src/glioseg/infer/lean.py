@@ -29,9 +29,14 @@ another structure, or with normalisations that use running statistics, fall back
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from glioseg.infer.window_norm import WindowGrid, window_matched_norms, window_normalise_
 
 
 def supports_lean_forward(network: nn.Module) -> bool:
@@ -53,8 +58,11 @@ def supports_lean_forward(network: nn.Module) -> bool:
     return bool(blocks) and all(_block_parts(b) is not None for b in blocks)
 
 
-def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def lean_forward(network: nn.Module, x: torch.Tensor, grid: WindowGrid | None = None) -> torch.Tensor:
     """Logits of the final head for ``x`` ``(B, C, X, Y, Z)``; call under ``torch.inference_mode()``.
+
+    With a ``grid`` every instance norm uses window-matched statistics
+    (:mod:`glioseg.infer.window_norm`): the sliding windows of ``grid`` over ``x``.
 
     Equivalent to ``network(x)`` with deep supervision off.  Unlike the module's forward, any
     spatial size works: where a size is not divisible by the network's total down-sampling
@@ -72,13 +80,17 @@ def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     True
     """
     if not supports_lean_forward(network):
-        return network(x)
+        if grid is None:
+            return network(x)
+        with window_matched_norms(network, grid, x.shape[2:]):
+            return network(x)
+    norm_ = partial(_normalise_and_activate_, grid=grid, tensor_shape=tuple(x.shape[2:]))
     encoder, decoder = network.encoder, network.decoder
     skips: list[torch.Tensor] = []
     holder = [x]
     del x
     for stage in encoder.stages:
-        skips.append(_run(stage, holder))
+        skips.append(_run(stage, holder, norm_))
         holder = [skips[-1]]
     below = skips.pop()
     del holder
@@ -96,9 +108,9 @@ def lean_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         del up
         _conv(conv, skip, weight_skip, None, out=y)
         del skip
-        holder = [_normalise_and_activate_(y, norm, act)]
+        holder = [norm_(y, norm, act)]
         del y
-        below = _run_all(rest, holder)
+        below = _run_all(rest, holder, norm_)
     head = decoder.seg_layers[-1]
     return _conv(head, below, head.weight, head.bias)
 
@@ -130,8 +142,9 @@ def _block_parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module] | N
     return conv, norm, act
 
 
-def _run(module: nn.Module, holder: list[torch.Tensor]) -> torch.Tensor:
-    """Apply ``module`` to the tensor in ``holder``, emptying it so the input can be freed early."""
+def _run(module: nn.Module, holder: list[torch.Tensor], norm_: Callable) -> torch.Tensor:
+    """Apply ``module`` to the tensor in ``holder``, emptying it so the input can be freed early;
+    ``norm_(y, norm, act)`` normalises and activates in place."""
     from dynamic_network_architectures.building_blocks.simple_conv_blocks import (
         ConvDropoutNormReLU,
         StackedConvBlocks,
@@ -139,20 +152,20 @@ def _run(module: nn.Module, holder: list[torch.Tensor]) -> torch.Tensor:
 
     if isinstance(module, ConvDropoutNormReLU):  # reproducible: checked by supports_lean_forward
         conv, norm, act = _block_parts(module)
-        return _normalise_and_activate_(_conv(conv, holder.pop(), conv.weight, conv.bias), norm, act)
+        return norm_(_conv(conv, holder.pop(), conv.weight, conv.bias), norm, act)
     children = module.convs if isinstance(module, StackedConvBlocks) else module
     if isinstance(children, nn.Sequential):
-        return _run_all(children, holder)
+        return _run_all(children, holder, norm_)
     return module(holder.pop())
 
 
-def _run_all(modules, holder: list[torch.Tensor]) -> torch.Tensor:
+def _run_all(modules, holder: list[torch.Tensor], norm_: Callable) -> torch.Tensor:
     """Apply ``modules`` in turn to the tensor in ``holder`` (emptied), dropping each input when used."""
     x = holder.pop()
     for module in modules:
         inner = [x]
         del x
-        x = _run(module, inner)
+        x = _run(module, inner, norm_)
     return x
 
 
@@ -164,16 +177,32 @@ def _conv(
     return y if out is None else out.add_(y)
 
 
-def _normalise_and_activate_(y: torch.Tensor, norm: nn.InstanceNorm3d, act: nn.Module) -> torch.Tensor:
-    """Instance normalisation (biased variance, as PyTorch) and the activation, in place on ``y``."""
-    var, mean = torch.var_mean(y, dim=tuple(range(2, y.ndim)), keepdim=True, correction=0)
+def _normalise_and_activate_(
+    y: torch.Tensor, norm: nn.InstanceNorm3d, act: nn.Module, grid: WindowGrid | None = None,
+    tensor_shape: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """Instance normalisation (biased variance, as PyTorch) and the activation, in place on ``y``;
+    window-matched statistics when a ``grid`` is given."""
+    if grid is not None:
+        window_normalise_(y, grid, norm.eps, norm.weight if norm.affine else None,
+                          norm.bias if norm.affine else None, tensor_shape)
+        return _activate_(y, act)
+    # centre in place, then the variance is the squared 2-norm: two fast reductions instead of
+    # torch.var_mean, which is ~10x slower on the CPU (a 32-channel 146 x 194 x 151 feature map:
+    # 0.49 s against 0.05 s on this project's 2-core machine)
+    dims = tuple(range(2, y.ndim))
+    y.sub_(y.mean(dim=dims, keepdim=True))
+    var = torch.linalg.vector_norm(y, dim=dims, keepdim=True).square_().div_(y[0, 0].numel())
     scale = torch.rsqrt(var + norm.eps)
-    shift = -mean * scale
     if norm.affine:
         shape = (1, -1) + (1,) * (y.ndim - 2)
-        scale = scale * norm.weight.view(shape)
-        shift = shift * norm.weight.view(shape) + norm.bias.view(shape)
-    y.mul_(scale).add_(shift)
+        y.mul_(scale * norm.weight.view(shape)).add_(norm.bias.view(shape))
+    else:
+        y.mul_(scale)
+    return _activate_(y, act)
+
+
+def _activate_(y: torch.Tensor, act: nn.Module) -> torch.Tensor:
     if isinstance(act, nn.LeakyReLU):
         return F.leaky_relu_(y, act.negative_slope)
     return F.relu_(y)

@@ -1,8 +1,9 @@
 """Named inference configurations (``glioseg predict --mode``); every knob can still be set alone.
 
 ``default``    all members, sliding windows (overlap 0.5, Gaussian), left-right mirroring.
-``fast``       the first member of each ``--model``, one pass over the whole brain crop, no mirroring:
-               the CPU configuration for clinics without GPUs.
+``fast``       the first member of each ``--model``, one pass over the whole brain crop with
+               window-matched normalisation, no mirroring: the CPU configuration for clinics
+               without GPUs.
 ``accurate``   every member, sliding windows (overlap 0.5, Gaussian), one mirroring per member:
                the 8 mirrorings spread over the members (member *k* gets the *k*-th), so a
                2 x 5-fold ensemble still covers them at 1/8 of the reference's passes.  On a
@@ -30,6 +31,7 @@ class ModeSettings:
     members_per_group: int | None
     engine: str = "torch"
     channels_last: bool | None = None  # None: per architecture (glioseg.infer.ensemble.prefers_channels_last)
+    window_norm: bool = True  # whole-crop passes: window-matched instance norms (glioseg.infer.window_norm)
 
 
 MODES: dict[str, ModeSettings] = {

@@ -58,11 +58,16 @@ def padded_shape(shape: Sequence[int], divisor: int) -> tuple[int, ...]:
     return tuple(int(-(-int(s) // divisor) * divisor) for s in shape)
 
 
-def predict_whole(predictor, x: torch.Tensor, divisor: int) -> torch.Tensor:
+def predict_whole(
+    predictor, x: torch.Tensor, divisor: int, patch_size: Sequence[int] | None = None, overlap: float = 0.5
+) -> torch.Tensor:
     """One pass over the whole (zero-padded) volume ``(B, C, X, Y, Z)``; logits cropped back to its shape.
 
     The networks are fully convolutional, so any size divisible by the total down-sampling
-    factor works; padding is split evenly between both ends of each axis.
+    factor works; padding is split evenly between both ends of each axis.  With a
+    ``patch_size``, ``predictor(x, grid)`` is called with the
+    :class:`~glioseg.infer.window_norm.WindowGrid` of the sliding windows (``patch_size``,
+    ``overlap``) over the unpadded volume, for window-matched normalisation; else ``predictor(x)``.
     """
     shape = tuple(x.shape[2:])
     target = padded_shape(shape, divisor)
@@ -71,8 +76,14 @@ def predict_whole(predictor, x: torch.Tensor, divisor: int) -> torch.Tensor:
         extra = goal - size
         pads += [extra // 2, extra - extra // 2]
     xp = torch.nn.functional.pad(x, pads) if any(pads) else x
-    logits = predictor(xp)
     starts = [pads[2 * (2 - i)] for i in range(3)]
+    if patch_size is None:
+        logits = predictor(xp)
+    else:
+        from glioseg.infer.window_norm import WindowGrid
+
+        grid = WindowGrid(shape, tuple(int(p) for p in patch_size), overlap, tuple(starts))
+        logits = predictor(xp, grid)
     return logits[:, :, starts[0] : starts[0] + shape[0], starts[1] : starts[1] + shape[1], starts[2] : starts[2] + shape[2]]
 
 
@@ -108,6 +119,7 @@ def predict_probabilities(
     channels_last: bool = False,
     lean: bool = True,
     native_size: bool = True,
+    window_norm: bool = True,
 ) -> np.ndarray:
     """Average sigmoid probabilities over mirrored passes of one network.
 
@@ -130,6 +142,9 @@ def predict_probabilities(
         instead of zero-padding it to multiples of ``divisor`` (a 146 x 194 x 151 brain crop
         would otherwise grow to 160 x 224 x 160, 34 % more voxels to compute); other networks
         are always padded
+    window_norm : with ``window="whole"`` and a torch network, normalise every feature map with
+        the statistics of the sliding windows (``patch_size``, ``overlap``) that cover it
+        (:mod:`glioseg.infer.window_norm`) instead of the whole volume's
 
     Returns
     -------
@@ -139,16 +154,24 @@ def predict_probabilities(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if window not in ("sliding", "whole"):
         raise ValueError(f"unknown window mode {window!r}; expected sliding or whole")
-    if lean and isinstance(network, torch.nn.Module) and not channels_last:
+    module = network if isinstance(network, torch.nn.Module) else None
+    use_lean = False
+    if lean and module is not None and not channels_last:
         from glioseg.infer.lean import lean_forward, supports_lean_forward
 
-        if supports_lean_forward(network):
-            module = network
-            if native_size:
-                divisor = 1
+        use_lean = supports_lean_forward(module)
+        if use_lean and native_size:
+            divisor = 1
 
-            def network(x: torch.Tensor) -> torch.Tensor:
-                return lean_forward(module, x)
+    def forward(x: torch.Tensor, grid=None) -> torch.Tensor:
+        if use_lean:
+            return lean_forward(module, x, grid)
+        if grid is not None:
+            from glioseg.infer.window_norm import window_matched_norms
+
+            with window_matched_norms(module, grid, x.shape[2:]):
+                return module(x)
+        return network(x)
 
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     if channels_last:
@@ -159,7 +182,8 @@ def predict_probabilities(
             dims = [d + 2 for d in flip]
             xi = torch.flip(x, dims) if dims else x
             if window == "whole":
-                logits = predict_whole(network, xi, divisor)
+                norm_patch = patch_size if window_norm and module is not None else None
+                logits = predict_whole(forward, xi, divisor, norm_patch, overlap)
             else:
                 from monai.inferers import sliding_window_inference  # imported only here: ~4 s cold
 
@@ -167,7 +191,7 @@ def predict_probabilities(
                     xi,
                     roi_size=tuple(int(p) for p in patch_size),
                     sw_batch_size=sw_batch_size or window_batch_size(patch_size),
-                    predictor=network,
+                    predictor=forward,
                     overlap=overlap,
                     mode="gaussian",
                     sigma_scale=0.125,
