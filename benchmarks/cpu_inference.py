@@ -19,7 +19,8 @@ Model sets:
 Each measurement runs in its own process (peak RSS = ru_maxrss of that process) and segments the
 case through ``glioseg.infer.ensemble.segment_case``; agreement is the Dice per region (WT, TC,
 ET) between a mode's labels and the ``reference`` mode's labels (sliding windows, overlap 0.5,
-Gaussian, all 8 mirrorings), 1 when both are empty.
+Gaussian, all 8 mirrorings), 1 when both are empty; where the case has ground truth (the
+synthetic case, real cases) and the weights are trained, also the Dice against that truth.
 
 ``--peer`` runs the same network and weights through nnunetv2's nnUNetPredictor (step 0.5,
 Gaussian, with and without mirroring) in the same run (needs the bench/dev extra); the
@@ -458,6 +459,7 @@ def main() -> None:
         print(header)
         for set_name, spec in sets.items():
             for case in cases:
+                truth = _truth(case)
                 # The yardstick of a mode is the reference prediction of the same members: one
                 # member for single-model modes, the whole ensemble for ensemble modes (not
                 # computed for the random-weight BraTS ensemble: 10 models x 8 mirrorings at 1 mm
@@ -487,9 +489,13 @@ def main() -> None:
                             references[len(members)] = labels
                         elif len(members) in references:
                             row["dice_vs_reference"] = region_dice(labels, references[len(members)])
+                        if truth is not None and set_name != "brats":  # random BraTS weights: meaningless
+                            row["dice_vs_truth"] = region_dice(labels, truth)
                     results["rows"].append(row)
                     dice = "/".join(f"{d:.3f}" for d in row.get("dice_vs_reference", [])) or "-"
                     text = row.get("error") or f"{row['seconds']:8.1f} {row['peak_gib']:9.2f} {dice:>28s}"
+                    if row.get("dice_vs_truth"):
+                        text += "   vs truth " + "/".join(f"{d:.3f}" for d in row["dice_vs_truth"])
                     print(f"{set_name:6s} {case.name[:22]:22s} {mode:15s} {len(members):7d} {text}", flush=True)
                 if args.peer and set_name == "brats":
                     results_dir = write_nnunet_results(spec["single"][0], root / "nnunet_results")
@@ -531,6 +537,19 @@ def main() -> None:
     results["ratios"] = ratios
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+
+
+def _truth(case: Path) -> np.ndarray | None:
+    """The case's ground-truth labels (canonical), or None when it has none."""
+    from glioseg.data.cases import discover_cases, load_case
+
+    found = discover_cases(case).cases
+    if not found:
+        return None
+    try:
+        return load_case(found[0], with_label=True).label
+    except Exception:  # no label file: agreement only
+        return None
 
 
 def _ratios(rows: list[dict]) -> list[str]:

@@ -8,7 +8,7 @@ import torch
 
 from glioseg.infer.lean import lean_forward
 from glioseg.infer.models import find_members
-from glioseg.infer.window_norm import WindowGrid, is_instance_norm, window_matched_norms, window_normalise_
+from glioseg.infer.window_norm import WindowGrid, is_instance_norm, window_matched_norms, window_normalise
 from glioseg.infer.windows import predict_probabilities
 from glioseg.models import build_model, model_config
 
@@ -62,7 +62,7 @@ def test_statistics_are_those_of_each_window_blended_with_gaussian_weights(facto
     y = torch.randn(1, 3, *n, generator=torch.Generator().manual_seed(factor)) * 2 + 3
     y[..., : n[0] // 2, :, :] *= 4  # windows with different statistics
     expected = _explicit(y, grid, factor)
-    got = window_normalise_(y.clone(), grid)
+    got = window_normalise(y.clone(), grid)
     assert torch.allclose(got, expected, atol=2e-4)
 
 
@@ -72,14 +72,14 @@ def test_one_window_over_the_volume_is_instance_normalisation_with_affine():
     with torch.no_grad():
         norm.weight.uniform_(0.5, 2)
         norm.bias.uniform_(-1, 1)
-        out = window_normalise_(x.clone(), WindowGrid((10, 12, 9), (16, 16, 16)), norm.eps, norm.weight, norm.bias)
+        out = window_normalise(x.clone(), WindowGrid((10, 12, 9), (16, 16, 16)), norm.eps, norm.weight, norm.bias)
         assert torch.allclose(out, norm(x), atol=1e-4)
 
 
 def test_padding_outside_the_volume_takes_its_nearest_windows_statistics():
     grid = WindowGrid((20, 8, 8), (8, 8, 8), offset=(2, 0, 0))  # the volume sits at 2..22 of a 24-voxel input
     y = torch.randn(1, 1, 24, 8, 8)
-    out = window_normalise_(y.clone(), grid, tensor_shape=(24, 8, 8))
+    out = window_normalise(y.clone(), grid, tensor_shape=(24, 8, 8))
     first_window = y[:, :, 2:10]
     var, mean = torch.var_mean(first_window, correction=0)
     assert torch.allclose(out[:, :, :2], (y[:, :, :2] - mean) / torch.sqrt(var + 1e-5), atol=1e-3)

@@ -35,8 +35,6 @@ import numpy as np
 import torch
 from torch import nn
 
-SLAB = 1  # feature-map planes per step: the temporaries of a step stay in the CPU cache
-
 
 @dataclass(frozen=True)
 class WindowGrid:
@@ -115,15 +113,16 @@ def _binary_ranges(cover: torch.Tensor) -> list[tuple[int, int]] | None:
     return ranges
 
 
-def window_normalise_(
+def window_normalise(
     y: torch.Tensor,
     grid: WindowGrid,
     eps: float = 1e-5,
     weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     tensor_shape: Sequence[int] | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Normalise ``y`` ``(B, C, X, Y, Z)`` in place with window-matched instance statistics.
+    """Normalise ``y`` ``(B, C, X, Y, Z)`` with window-matched instance statistics.
 
     Parameters
     ----------
@@ -132,17 +131,19 @@ def window_normalise_(
     eps, weight, bias : the layer's epsilon and optional per-channel affine parameters
     tensor_shape : spatial shape of the network's input, which may be the volume padded around
         ``grid.offset``; default ``grid.volume`` (an unpadded input)
+    out : where to write the result, of ``y``'s shape and memory format; ``y`` itself works (in
+        place); default a new tensor
 
     Returns
     -------
-    ``y``, normalised.
+    ``out``, the normalised feature map.
 
     Examples
     --------
     With a single window covering the whole volume this is instance normalisation:
 
     >>> x = torch.randn(1, 2, 8, 8, 8)
-    >>> out = window_normalise_(x.clone(), WindowGrid((8, 8, 8), (8, 8, 8)))
+    >>> out = window_normalise(x, WindowGrid((8, 8, 8), (8, 8, 8)))
     >>> bool(torch.allclose(out, torch.nn.functional.instance_norm(x), atol=1e-4))
     True
     """
@@ -154,47 +155,56 @@ def window_normalise_(
     channels, size_y = y.shape[1], spatial[1]
     z_ranges = _binary_ranges(cover_z)
     cover_zt = cover_z.T.contiguous()  # (Z, K)
+    if out is None:
+        out = torch.empty_like(y)
     for b in range(y.shape[0]):
-        yb = y[b]
-        # centred per channel first (in place; window means are then relative to the channel mean,
-        # which leaves y - mean_w unchanged), so the one-pass variance E[x^2] - E[x]^2 is accurate
-        yb.sub_(yb.mean(dim=(1, 2, 3), keepdim=True))
+        yb, ob = y[b], out[b]
+        # channels_last_3d (MedNeXt on the CPU): planes are (Y, Z, C) in memory, so work on that view
+        last = not yb.is_contiguous() and yb.permute(1, 2, 3, 0).is_contiguous()
+        # moments of y - g, g the channel mean, so that the one-pass variance E[x^2] - E[x]^2 is
+        # accurate; g is added back to the window means afterwards
+        centre = yb.mean(dim=(1, 2, 3))
+        centre_plane = centre.view(1, 1, -1) if last else centre.view(-1, 1, 1)
         # window sums along z plane by plane (the plane stays in the CPU cache for both moments),
         # then along x and y on the small (C, X, Y, K) result
         first = y.new_empty(channels, spatial[0], size_y, cover_zt.shape[1])
         second = torch.empty_like(first)
-        for x0 in range(0, spatial[0], SLAB):
-            x1 = min(x0 + SLAB, spatial[0])
-            part = yb[:, x0:x1]
-            squared = part.square()
-            if z_ranges is not None:  # whole voxels: sums over contiguous ranges
-                for k, (lo, hi) in enumerate(z_ranges):
-                    first[:, x0:x1, :, k] = part[..., lo:hi].sum(-1)
-                    second[:, x0:x1, :, k] = squared[..., lo:hi].sum(-1)
-            else:  # fractional coverage (coarse stages): weighted sums
-                first[:, x0:x1] = torch.matmul(part, cover_zt)
-                second[:, x0:x1] = torch.matmul(squared, cover_zt)
-            del squared
+        for x in range(spatial[0]):
+            plane = (yb[:, x].permute(1, 2, 0) if last else yb[:, x]) - centre_plane  # (Y, Z, C) or (C, Y, Z)
+            squared = plane.square()
+            for target, values in ((first, plane), (second, squared)):
+                if last:  # (K, Z) @ (Z, C) per y
+                    target[:, x] = torch.matmul(cover_z, values).permute(2, 0, 1)
+                elif z_ranges is not None:  # whole voxels: sums over contiguous ranges
+                    for k, (lo, hi) in enumerate(z_ranges):
+                        target[:, x, :, k] = values[..., lo:hi].sum(-1)
+                else:  # fractional coverage (coarse stages): weighted sums
+                    target[:, x] = torch.matmul(values, cover_zt)
+            del squared, plane
         mean = torch.einsum("cxyk,ix,jy->cijk", first.double(), cover_x.double(), cover_y.double()) / volume
         meansq = torch.einsum("cxyk,ix,jy->cijk", second.double(), cover_x.double(), cover_y.double()) / volume
         del first, second
         scale = torch.rsqrt((meansq - mean.square()).clamp_min_(0) + eps)
-        # the blended affine map y * a - b, with a and b summed over the windows; built along z per slab
-        scale_xy = torch.einsum("cijk,ix,jy->cxyk", scale, blend_x.double(), blend_y.double()).float()
-        shift_xy = torch.einsum("cijk,ix,jy->cxyk", -mean * scale, blend_x.double(), blend_y.double()).float()
-        for x0 in range(0, spatial[0], SLAB):
-            x1 = min(x0 + SLAB, spatial[0])
-            part = yb[:, x0:x1]
-            shape = part.shape
-            a = torch.matmul(scale_xy[:, x0:x1].reshape(channels, -1, blend_z.shape[0]), blend_z).view(shape)
-            b = torch.matmul(shift_xy[:, x0:x1].reshape(channels, -1, blend_z.shape[0]), blend_z).view(shape)
-            torch.addcmul(b, part, a, out=part)  # one pass: part * a - b
-    if weight is not None:
-        view = (1, -1) + (1,) * (y.ndim - 2)
-        y.mul_(weight.view(view))
+        shift = -(mean + centre.double().view(-1, 1, 1, 1)) * scale
+        if weight is not None:  # the layer's affine folded into the maps: no extra pass
+            scale = scale * weight.double().view(-1, 1, 1, 1)
+            shift = shift * weight.double().view(-1, 1, 1, 1)
         if bias is not None:
-            y.add_(bias.view(view))
-    return y
+            shift = shift + bias.double().view(-1, 1, 1, 1)
+        # the blended affine map y * a + b, a and b summed over the windows, built along z per plane
+        scale_xy = torch.einsum("cijk,ix,jy->cxyk", scale, blend_x.double(), blend_y.double()).float()
+        shift_xy = torch.einsum("cijk,ix,jy->cxyk", shift, blend_x.double(), blend_y.double()).float()
+        for x in range(spatial[0]):
+            if last:  # maps laid out as the plane, (Y, Z, C)
+                plane, target = yb[:, x].permute(1, 2, 0), ob[:, x].permute(1, 2, 0)
+                a = torch.einsum("kz,cyk->yzc", blend_z, scale_xy[:, x])
+                b_ = torch.einsum("kz,cyk->yzc", blend_z, shift_xy[:, x])
+            else:
+                plane, target = yb[:, x], ob[:, x]
+                a = torch.matmul(scale_xy[:, x], blend_z)
+                b_ = torch.matmul(shift_xy[:, x], blend_z)
+            torch.addcmul(b_, plane, a, out=target)  # one pass: plane * a + b
+    return out
 
 
 def is_instance_norm(module: nn.Module) -> bool:
@@ -214,9 +224,8 @@ class WindowMatchedNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         affine = getattr(self.norm, "affine", False)
-        return window_normalise_(
-            x.clone(), self.grid, self.norm.eps,
-            self.norm.weight if affine else None, self.norm.bias if affine else None, self.tensor_shape)
+        return window_normalise(x, self.grid, self.norm.eps, self.norm.weight if affine else None,
+                                self.norm.bias if affine else None, self.tensor_shape)
 
 
 @contextlib.contextmanager
