@@ -1,12 +1,12 @@
 """CPU inference: time, peak memory and agreement of every mode, against nnunetv2's own predictor.
 
 Usage:
-  python benchmarks/cpu_inference.py [--sets brats,demo] [--cv RUN_A RUN_B] [--real 0] [--threads 2]
+  python benchmarks/cpu_inference.py [--sets brats,demo] [--cv RUN_A RUN_B] [--synthetic 1] [--real 0] [--threads 2]
                                      [--modes fast,default,accurate,reference] [--peer] [--levers]
                                      [--json results.json]
 
-Cases: one full-size synthetic BraTS-Africa-like case (240x240x155, 1 mm), plus the first
-``--real N`` real BraTS 2018 cases from ../shared/data when present.
+Cases: ``--synthetic N`` full-size synthetic BraTS-Africa-like cases (240x240x155, 1 mm; default
+one), plus the first ``--real N`` real BraTS 2018 cases from ../shared/data when present.
 
 Model sets:
   brats     nnU-Net's BraTS 3d_fullres network (1 mm, 128^3 patch, 31 M parameters), fixed-seed
@@ -410,6 +410,7 @@ def main() -> None:
     parser.add_argument("--sets", default="brats,demo")
     parser.add_argument("--cv", nargs="*", default=[])
     parser.add_argument("--real", type=int, default=0)
+    parser.add_argument("--synthetic", type=int, default=1, help="full-size synthetic cases (seed 2024, index 1..N)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--modes", default="fast,default,accurate,reference",
                         help="named modes and/or variants: " + ", ".join(_mode_table()))
@@ -441,7 +442,7 @@ def main() -> None:
     results: dict = {"machine": platform.platform(), "threads": args.threads, "rows": [], "levers": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cases = [write_case(generate_case(2024, 1, "ssa"), root / "cases")]
+        cases = [write_case(generate_case(2024, i, "ssa"), root / "cases") for i in range(1, args.synthetic + 1)]
         if args.real and (SHARED / "brats2018").is_dir():
             cases += sorted(p for p in (SHARED / "brats2018").iterdir() if p.is_dir())[: args.real]
         sets = {}

@@ -151,3 +151,22 @@ def test_window_norm_brings_a_trained_model_closer_to_sliding_windows():
 
     sliding = regions(window="sliding")
     assert dice(regions(window="whole"), sliding) > dice(regions(window="whole", window_norm=False), sliding) + 0.02
+
+
+def test_predict_command_exposes_the_normalisation_of_whole_crop_passes(small_cohort, tmp_path):
+    from typer.testing import CliRunner
+
+    from glioseg.cli import app
+    from glioseg.infer.batch import PredictOptions
+
+    assert PredictOptions.from_mode("fast").window_norm
+    assert not PredictOptions.from_mode("fast", window_norm=False).window_norm
+    model = write_random_model(tmp_path / "m", seed=4)
+    runner = CliRunner()
+    for flag, said in (([], "window-matched norms"), (["--global-norm"], "crop norms")):
+        out = tmp_path / f"out{len(flag)}"
+        result = runner.invoke(app, ["predict", str(small_cohort), "--model", str(model), "--out", str(out),
+                                     "--mode", "fast", *flag])
+        assert result.exit_code == 0, result.output
+        assert said in result.output
+        assert len(list(out.glob("*.nii.gz"))) == len(list(small_cohort.iterdir()))
