@@ -7,7 +7,9 @@ blocked layout.  For one pass over a whole brain crop at 1 mm (146 x 194 x 151 v
 each full-resolution 32-channel float32 tensor is 550 MB, so these copies decide the peak
 memory of ``--window whole``.  :func:`lean_forward`
 
-- normalises (instance norm) and activates (LeakyReLU/ReLU) each convolution's output in place;
+- normalises (instance norm) and activates (LeakyReLU/ReLU) each convolution's output in place,
+  taking the statistics from a sum and a 2-norm (``torch.var_mean`` is ~10x slower on the CPU),
+  or window-matched statistics (:mod:`glioseg.infer.window_norm`) when given a grid;
 - releases every tensor as soon as its last consumer has run (each skip right after the
   decoder convolution that reads it; the caller's input after the first convolution);
 - never builds the concatenation of skip and up-sampled features: the first decoder
@@ -21,7 +23,7 @@ For sizes the module accepts, outputs equal the module's to float32 rounding (te
 ``network(x)``).  Measured on this project's 2-core CPU (``benchmarks/cpu_inference.py``), one
 pass over a full-size case's crop with the BraTS nnU-Net: peak RSS 5.8 -> 4.2 GiB at about the
 same speed on the padded crop (``fast+module`` vs ``fast+padded``), and 3.1 GiB, 27.6 s at the
-crop's own size (``fast``).  Convolving large tensors in slabs, so that oneDNN's layout copies
+crop's own size (25.4 s with the faster statistics; 26.8 s with window-matched ones, ``fast``).  Convolving large tensors in slabs, so that oneDNN's layout copies
 would cover one slab, was tried and dropped: 15 % slower for 0.06 GiB less.  Networks with
 another structure, or with normalisations that use running statistics, fall back to
 ``network(x)``; see :func:`supports_lean_forward`.
