@@ -92,11 +92,13 @@ def predict(
         weights=parsed_weights, after_case=after_case, track_variance=report and members > 1, postprocess=hook,
     )
     used = sum(min(len(g.members), options.members_per_group or len(g.members)) for g in groups)
+    if options.window == "sliding":
+        window_detail = f" (overlap {options.overlap})"
+    else:  # the ONNX graph keeps the crop's statistics
+        window_detail = " (window-matched norms)" if options.window_norm and options.engine == "torch" else " (crop norms)"
     console.print(
         f"{len(cases)} case(s), {len(groups)} model(s), {used} of {members} member(s) used; mode {mode.value}: "
-        f"TTA {options.tta}, {options.window} window" + (f" (overlap {options.overlap})" if options.window == "sliding" else
-                                                          " (window-matched norms)" if options.window_norm else " (crop norms)")
-        + f", engine {options.engine}"
+        f"TTA {options.tta}, {options.window} window{window_detail}, engine {options.engine}"
     )
     report = predict_cases(cases, groups, out, options, printer=console.print)
     failures = [(str(e.path), str(e)) for e in errors] + report.failed
