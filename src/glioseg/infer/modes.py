@@ -7,18 +7,11 @@
 ``accurate``   every member, sliding windows (overlap 0.5, Gaussian), one mirroring per member:
                the 8 mirrorings spread over the members (member *k* gets the *k*-th), so a
                2 x 5-fold ensemble still covers them at 1/8 of the reference's passes.  On a
-               trained 2 x 5 ensemble (three synthetic cases) its labels agreed with
-               ``reference``'s at 0.984 / 0.971 / 0.956 Dice (WT / TC / ET, mean); with
+               trained 2 x 5 ensemble (three synthetic cases) its labels agreed with the
+               reference's at 0.984 / 0.971 / 0.956 Dice (WT / TC / ET, mean); with
                ``--window whole`` (one pass per member, window-matched norms) at 0.949 / 0.870 /
-               0.828, with a Dice against the truth within 0.01 of ``reference``'s.  At the
-               BraTS plan on a 2-core CPU whole-crop passes fit 10 minutes, sliding windows do not.
-``reference``; with
-               ``--window whole`` (one pass per member, window-matched norms) within 0.055-0.092
-               (at the BraTS plan on a 2-core CPU whole-crop passes fit 10 minutes, sliding
-               windows do not).
-``reference``; with
-               ``--window whole`` it moved 0.11-0.28 Dice away (at the BraTS plan on a 2-core CPU
-               that is 6.7 against at most 36.8 min).
+               0.828, with a Dice against the truth within 0.01 of the reference's.  At the
+               BraTS plan on a 2-core CPU that is 7.4 min against 32.3 min.
 ``reference``  every member, sliding windows with overlap 0.5 and all 8 mirrorings per member
                (nnU-Net's default inference): the yardstick the other modes are compared with.
 
