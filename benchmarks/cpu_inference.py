@@ -458,9 +458,12 @@ def main() -> None:
         modes = [m for m in args.modes.split(",") if m]
         header = f"{'set':6s} {'case':22s} {'mode':15s} {'members':>7s} {'seconds':>8s} {'peak GiB':>9s} {'Dice vs reference WT/TC/ET':>28s}"
         print(header)
+        truths: dict[Path, np.ndarray | None] = {}  # each case's ground truth, read once
         for set_name, spec in sets.items():
             for case in cases:
-                truth = _truth(case)
+                if set_name != "brats" and case not in truths:  # random BraTS weights: no truth Dice
+                    truths[case] = _truth(case)
+                truth = truths.get(case)
                 # The yardstick of a mode is the reference prediction of the same members: one
                 # member for single-model modes, the whole ensemble for ensemble modes (not
                 # computed for the random-weight BraTS ensemble: 10 models x 8 mirrorings at 1 mm
@@ -490,7 +493,7 @@ def main() -> None:
                             references[len(members)] = labels
                         elif len(members) in references:
                             row["dice_vs_reference"] = region_dice(labels, references[len(members)])
-                        if truth is not None and set_name != "brats":  # random BraTS weights: meaningless
+                        if truth is not None:
                             row["dice_vs_truth"] = region_dice(labels, truth)
                     results["rows"].append(row)
                     dice = "/".join(f"{d:.3f}" for d in row.get("dice_vs_reference", [])) or "-"
@@ -542,15 +545,10 @@ def main() -> None:
 
 def _truth(case: Path) -> np.ndarray | None:
     """The case's ground-truth labels (canonical), or None when it has none."""
-    from glioseg.data.cases import discover_cases, load_case
+    from glioseg.data.cases import discover_cases, load_case_label
 
     found = discover_cases(case).cases
-    if not found:
-        return None
-    try:
-        return load_case(found[0], with_label=True).label
-    except Exception:  # no label file: agreement only
-        return None
+    return load_case_label(found[0]) if found and found[0].label is not None else None
 
 
 def _ratios(rows: list[dict]) -> list[str]:

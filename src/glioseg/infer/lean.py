@@ -23,10 +23,11 @@ For sizes the module accepts, outputs equal the module's to float32 rounding (te
 ``network(x)``).  Measured on this project's 2-core CPU (``benchmarks/cpu_inference.py``), one
 pass over a full-size case's crop with the BraTS nnU-Net: peak RSS 5.8 -> 4.2 GiB at about the
 same speed on the padded crop (``fast+module`` vs ``fast+padded``), and 3.1 GiB, 27.6 s at the
-crop's own size (25.4 s with the faster statistics; 26.8 s with window-matched ones, ``fast``).  Convolving large tensors in slabs, so that oneDNN's layout copies
-would cover one slab, was tried and dropped: 15 % slower for 0.06 GiB less.  Networks with
-another structure, or with normalisations that use running statistics, fall back to
-``network(x)``; see :func:`supports_lean_forward`.
+crop's own size (25.4 s with the faster statistics; 26.8 s with window-matched ones, ``fast``).
+Convolving large tensors in slabs, so that oneDNN's layout copies would cover one slab, was
+tried and dropped: 15 % slower for 0.06 GiB less.  Networks with another structure, or with
+normalisations that use running statistics, fall back to ``network(x)``; see
+:func:`supports_lean_forward`.
 """
 
 from __future__ import annotations

@@ -184,8 +184,8 @@ def window_normalise(
                 else:  # fractional coverage (coarse stages): weighted sums
                     target[:, x] = torch.matmul(values, cover_zt)
             del squared, plane
-        mean = torch.einsum("cxyk,ix,jy->cijk", first.double(), cover_x.double(), cover_y.double()) / volume
-        meansq = torch.einsum("cxyk,ix,jy->cijk", second.double(), cover_x.double(), cover_y.double()) / volume
+        mean, meansq = torch.einsum("mcxyk,ix,jy->mcijk", torch.stack((first, second)).double(),
+                                    cover_x.double(), cover_y.double()) / volume
         del first, second
         scale = torch.rsqrt((meansq - mean.square()).clamp_min_(0) + eps)
         shift = -(mean + centre.double().view(-1, 1, 1, 1)) * scale
@@ -195,8 +195,8 @@ def window_normalise(
         if bias is not None:
             shift = shift + bias.double().view(-1, 1, 1, 1)
         # the blended affine map y * a + b, a and b summed over the windows, built along z per plane
-        scale_xy = torch.einsum("cijk,ix,jy->cxyk", scale, blend_x.double(), blend_y.double()).float()
-        shift_xy = torch.einsum("cijk,ix,jy->cxyk", shift, blend_x.double(), blend_y.double()).float()
+        scale_xy, shift_xy = torch.einsum("mcijk,ix,jy->mcxyk", torch.stack((scale, shift)),
+                                          blend_x.double(), blend_y.double()).float()
         for x in range(spatial[0]):
             if last:  # maps laid out as the plane, (Y, Z, C)
                 plane, target = yb[:, x].permute(1, 2, 0), ob[:, x].permute(1, 2, 0)
