@@ -47,6 +47,12 @@ def train(
     val_every: int = typer.Option(1, help="Validate every N epochs."),
     lr: float | None = typer.Option(None, help="Learning rate (recipe default: nnunet 1e-2, mednext 1e-3)."),
     low_quality_augment: float = typer.Option(0.0, help="Probability of the BraTS-Africa-like degradation per patch."),
+    mirror_consistency: float = typer.Option(
+        0.0, help="Weight of a mirror-consistency term: each patch is paired with a mirrored copy (twice the work "
+        "per step); makes single-pass inference (--mode fast) closer to the mirrored prediction."),
+    consistency_crop: float = typer.Option(
+        1.0, help="Side of the mirrored copy as a fraction of the patch; below 1 a random sub-box, which also "
+        "teaches independence from window borders (sliding windows, whole-crop passes)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Disable spatial and intensity augmentation."),
     num_workers: int = typer.Option(0, help="Data-loader worker processes."),
     cache: Path | None = typer.Option(None, help="Folder for preprocessed cases (default: RUN/preprocessed); share it between runs."),
@@ -65,6 +71,7 @@ def train(
         batch_size=batch_size, base_features=base_features, memory_budget_gib=memory_budget,
         devices=devices, num_nodes=num_nodes, accelerator=accelerator, precision=precision, seed=seed,
         val_every=val_every, lr=lr, low_quality_augment=low_quality_augment, augment=not no_augment,
+        mirror_consistency=mirror_consistency, consistency_crop=consistency_crop,
         num_workers=num_workers, cache=str(cache) if cache else None, allow_empty_labels=allow_empty_labels,
     )
     _run(options, resume, tta)
@@ -91,6 +98,12 @@ def finetune(
     seed: int = typer.Option(0, help="Seed of sampling and augmentation."),
     val_every: int = typer.Option(1, help="Validate every N epochs."),
     low_quality_augment: float = typer.Option(0.0, help="Probability of the BraTS-Africa-like degradation per patch."),
+    mirror_consistency: float = typer.Option(
+        0.0, help="Weight of a mirror-consistency term: each patch is paired with a mirrored copy (twice the work "
+        "per step); makes single-pass inference (--mode fast) closer to the mirrored prediction."),
+    consistency_crop: float = typer.Option(
+        1.0, help="Side of the mirrored copy as a fraction of the patch; below 1 a random sub-box, which also "
+        "teaches independence from window borders (sliding windows, whole-crop passes)."),
     num_workers: int = typer.Option(0, help="Data-loader worker processes."),
     cache: Path | None = typer.Option(None, help="Folder for preprocessed cases; share it between folds."),
     tta: str = typer.Option("flip", help="Mirroring for the out-of-fold predictions of --fold all."),
@@ -104,8 +117,9 @@ def finetune(
         epochs=epochs, iters_per_epoch=iters_per_epoch, lr=lr, warmup_epochs=warmup_epochs,
         freeze_encoder_epochs=freeze_encoder_epochs, batch_size=batch_size or 2, memory_budget_gib=memory_budget,
         devices=devices, accelerator=accelerator, precision=precision, seed=seed, val_every=val_every,
-        low_quality_augment=low_quality_augment, num_workers=num_workers, cache=str(cache) if cache else None,
-        pretrained=str(pretrained), pretrained_fold=pretrained_fold,
+        low_quality_augment=low_quality_augment, mirror_consistency=mirror_consistency,
+        consistency_crop=consistency_crop, num_workers=num_workers,
+        cache=str(cache) if cache else None, pretrained=str(pretrained), pretrained_fold=pretrained_fold,
     )
     if batch_size is None:
         options.batch_size = None  # keep the pre-trained plan's

@@ -9,7 +9,7 @@ import torch
 
 from glioseg.data.labels import REGIONS
 from glioseg.models import ModelConfig, build_model, set_deep_supervision
-from glioseg.train.loss import DeepSupervisionLoss
+from glioseg.train.loss import DeepSupervisionLoss, mirror_consistency
 from glioseg.train.plan import Plan
 from glioseg.train.recipes import PolySchedule, Recipe, build_optimizer
 
@@ -27,6 +27,46 @@ def region_dice(probabilities: torch.Tensor, target: torch.Tensor, threshold: fl
     inter = (pred & truth).sum(dims).float()
     total = pred.sum(dims).float() + truth.sum(dims).float()
     return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+
+
+def random_mirror_axes(generator: torch.Generator | None = None) -> tuple[int, ...]:
+    """One of the seven non-empty subsets of the spatial axes ``(2, 3, 4)``, uniformly.
+
+    Examples
+    --------
+    >>> axes = random_mirror_axes(torch.Generator().manual_seed(0))
+    >>> 1 <= len(axes) <= 3 and set(axes) <= {2, 3, 4}
+    True
+    """
+    code = int(torch.randint(1, 8, (1,), generator=generator))
+    return tuple(axis for bit, axis in enumerate((2, 3, 4)) if code >> bit & 1)
+
+
+def paired_crop(
+    patch: tuple[int, ...], fraction: float, n_stages: int, generator: torch.Generator | None = None
+) -> tuple[slice, ...] | None:
+    """A random sub-box of a patch for the consistency pair, as an index of ``(B, C, X, Y, Z)`` tensors.
+
+    Each side is ``fraction`` of the patch's, rounded down to a multiple of the network's total
+    down-sampling ``2 ** (n_stages - 1)`` (at least one multiple); ``None`` when that is the whole
+    patch. Comparing a patch's prediction with that of a sub-box at a random offset teaches the
+    network to predict a voxel the same wherever the window's border lies, as sliding windows and
+    whole-crop inference need.
+
+    Examples
+    --------
+    >>> box = paired_crop((40, 40, 40), 0.8, 4, torch.Generator().manual_seed(0))
+    >>> [s.stop - s.start for s in box[2:]]
+    [32, 32, 32]
+    >>> paired_crop((40, 40, 40), 1.0, 4) is None
+    True
+    """
+    step = 2 ** (n_stages - 1)
+    sides = [max(step, int(fraction * size) // step * step) for size in patch]
+    if sides == list(patch):
+        return None
+    starts = [int(torch.randint(0, size - side + 1, (1,), generator=generator)) for size, side in zip(patch, sides, strict=True)]
+    return (slice(None), slice(None), *(slice(a, a + side) for a, side in zip(starts, sides, strict=True)))
 
 
 class SegmentationModule(L.LightningModule):
@@ -52,10 +92,34 @@ class SegmentationModule(L.LightningModule):
         return first_output(self.network(x))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        outputs = self.network(batch["image"])
-        loss = self.loss(outputs, batch["target"])
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
+        image, target = batch["image"], batch["target"]
+        weight = self.recipe.mirror_consistency
+        if weight <= 0:
+            outputs = self.network(image)
+            loss = self.loss(outputs, target)
+        else:
+            loss = self._consistency_step(image, target, weight)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=image.shape[0])
         return loss
+
+    def _consistency_step(self, image: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
+        """Loss on the patches and on a mirrored (and, if ``consistency_crop`` < 1, cropped) copy of
+        them, plus ``weight`` times the mirror consistency of the two predictions where they overlap."""
+        axes = random_mirror_axes()
+        n = image.shape[0]
+        crop = paired_crop(tuple(image.shape[2:]), self.recipe.consistency_crop, self.plan.n_stages)
+        if crop is None:  # the whole patch: one network call on the doubled batch
+            outputs = self.network(torch.cat([image, image.flip(axes)]))
+            loss = self.loss(outputs, torch.cat([target, target.flip(axes)]))
+            logits = first_output(outputs)
+            consistency = mirror_consistency(logits[:n], logits[n:], axes)
+        else:
+            outputs = self.network(image)
+            paired = self.network(image[crop].flip(axes))
+            loss = 0.5 * (self.loss(outputs, target) + self.loss(paired, target[crop].flip(axes)))
+            consistency = mirror_consistency(first_output(outputs)[crop], first_output(paired), axes)
+        self.log("train_mirror_consistency", consistency, on_step=False, on_epoch=True, batch_size=n)
+        return loss + weight * consistency
 
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.recipe.freeze_encoder_epochs

@@ -4,6 +4,11 @@
 gradient norm clipped at 12 (nnU-Net v2 defaults).
 ``mednext``: AdamW, lr 1e-3, eps 1e-4, weight decay 3e-5, poly decay (MedNeXt paper).
 Both: 250 iterations per epoch (nnU-Net's epoch), foreground oversampling of one third.
+Optional for both: ``mirror_consistency`` > 0 pairs every sampled patch with a mirrored copy in
+the same step (the step's batch doubles) and adds that weight times
+:func:`glioseg.train.loss.mirror_consistency` to the loss; with ``consistency_crop`` < 1 the
+copy is a random sub-box of the patch (:func:`glioseg.train.module.paired_crop`), which also
+teaches independence from where a window's border lies.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Recipe:
     augment: bool = True
     low_quality_augment: float = 0.0  # probability per sample of the ssa degradation
     freeze_encoder_epochs: int = 0
+    mirror_consistency: float = 0.0  # weight of glioseg.train.loss.mirror_consistency (0: off)
+    consistency_crop: float = 1.0  # side of the mirrored copy as a fraction of the patch (< 1: a random sub-box)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -58,6 +58,8 @@ class TrainOptions:
     warmup_epochs: int | None = None
     freeze_encoder_epochs: int | None = None
     low_quality_augment: float = 0.0
+    mirror_consistency: float | None = None  # weight of the mirror-consistency term (None: the recipe's, 0)
+    consistency_crop: float | None = None  # side of the paired copy as a fraction of the patch (None: 1)
     augment: bool = True
     num_workers: int = 0
     cache: str | None = None
@@ -174,7 +176,14 @@ def prepare(options: TrainOptions, printer=print) -> Prepared:
         val_every=options.val_every,
         augment=options.augment,
         low_quality_augment=options.low_quality_augment,
+        mirror_consistency=options.mirror_consistency,
+        consistency_crop=options.consistency_crop,
     )
+    if recipe.mirror_consistency < 0 or not 0 < recipe.consistency_crop <= 1:
+        raise ConfigError(
+            f"--mirror-consistency must be >= 0 (got {recipe.mirror_consistency}) and --consistency-crop in (0, 1] "
+            f"(got {recipe.consistency_crop})"
+        )
     if pretrained:
         recipe = _finetune_recipe(recipe, options)
         spacing = tuple(pre_plan.target_spacing)
