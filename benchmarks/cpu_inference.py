@@ -144,6 +144,7 @@ def _mode_table() -> dict[str, tuple]:
     table |= {
         # name: (tta, window, overlap, members_per_group)
         "whole/none": ("none", "whole", 0.5, 1),
+        "whole/full": ("full", "whole", 0.5, 1),
         "slide.5/none": ("none", "sliding", 0.5, 1),
         "slide.25/none": ("none", "sliding", 0.25, 1),
         "whole/spread": ("spread", "whole", 0.5, None),
