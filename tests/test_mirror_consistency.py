@@ -151,3 +151,26 @@ def test_training_with_the_term_makes_predictions_more_invariant(crop):
     assert mirror[20.0] < 0.7 * mirror[0.0], mirror
     if crop < 1:
         assert window[20.0] < 0.5 * window[0.0], window
+
+
+@pytest.mark.slow
+def test_cli_flags_reach_the_recipe_and_the_logs(small_cohort, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from glioseg.cli import app
+    from glioseg.train.callbacks import read_metrics
+
+    runner = CliRunner()
+    common = ["train", str(small_cohort), "--model", "nnunet", "--patch", "16,16,16", "--base-features", "4",
+              "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "1", "--cache", str(tmp_path / "cache")]
+    bad = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--consistency-crop", "0"])
+    assert bad.exit_code == 1 and "--consistency-crop in (0, 1]" in bad.output.replace("\n", " ")
+    ok = runner.invoke(app, [*common, "--out", str(tmp_path / "run"), "--mirror-consistency", "5",
+                             "--consistency-crop", "0.5"])
+    assert ok.exit_code == 0, ok.output
+    recipe = json.loads((tmp_path / "run" / "model.json").read_text())["recipe"]
+    assert recipe["mirror_consistency"] == 5.0 and recipe["consistency_crop"] == 0.5
+    logged = read_metrics(tmp_path / "run" / "logs")["train_mirror_consistency"]
+    assert len(logged) == 1 and 0 < logged[0][1] < 1
