@@ -8,6 +8,16 @@ import typer
 
 from glioseg.cli._common import console, parse_triple, reports_errors
 
+# shared by train and finetune
+MIRROR_CONSISTENCY_HELP = (
+    "Weight of a mirror-consistency term: each patch is paired with a mirrored copy (twice the work per step); "
+    "makes single-pass inference (--mode fast) closer to the mirrored prediction."
+)
+CONSISTENCY_CROP_HELP = (
+    "Side of the mirrored copy as a fraction of the patch; below 1 a random sub-box, which also teaches "
+    "independence from window borders (sliding windows, whole-crop passes)."
+)
+
 
 def _run(options, resume: bool, tta: str) -> None:
     from glioseg.train.crossval import cross_validate
@@ -47,12 +57,8 @@ def train(
     val_every: int = typer.Option(1, help="Validate every N epochs."),
     lr: float | None = typer.Option(None, help="Learning rate (recipe default: nnunet 1e-2, mednext 1e-3)."),
     low_quality_augment: float = typer.Option(0.0, help="Probability of the BraTS-Africa-like degradation per patch."),
-    mirror_consistency: float = typer.Option(
-        0.0, help="Weight of a mirror-consistency term: each patch is paired with a mirrored copy (twice the work "
-        "per step); makes single-pass inference (--mode fast) closer to the mirrored prediction."),
-    consistency_crop: float = typer.Option(
-        1.0, help="Side of the mirrored copy as a fraction of the patch; below 1 a random sub-box, which also "
-        "teaches independence from window borders (sliding windows, whole-crop passes)."),
+    mirror_consistency: float = typer.Option(0.0, help=MIRROR_CONSISTENCY_HELP),
+    consistency_crop: float = typer.Option(1.0, help=CONSISTENCY_CROP_HELP),
     no_augment: bool = typer.Option(False, "--no-augment", help="Disable spatial and intensity augmentation."),
     num_workers: int = typer.Option(0, help="Data-loader worker processes."),
     cache: Path | None = typer.Option(None, help="Folder for preprocessed cases (default: RUN/preprocessed); share it between runs."),
@@ -98,12 +104,8 @@ def finetune(
     seed: int = typer.Option(0, help="Seed of sampling and augmentation."),
     val_every: int = typer.Option(1, help="Validate every N epochs."),
     low_quality_augment: float = typer.Option(0.0, help="Probability of the BraTS-Africa-like degradation per patch."),
-    mirror_consistency: float = typer.Option(
-        0.0, help="Weight of a mirror-consistency term: each patch is paired with a mirrored copy (twice the work "
-        "per step); makes single-pass inference (--mode fast) closer to the mirrored prediction."),
-    consistency_crop: float = typer.Option(
-        1.0, help="Side of the mirrored copy as a fraction of the patch; below 1 a random sub-box, which also "
-        "teaches independence from window borders (sliding windows, whole-crop passes)."),
+    mirror_consistency: float = typer.Option(0.0, help=MIRROR_CONSISTENCY_HELP),
+    consistency_crop: float = typer.Option(1.0, help=CONSISTENCY_CROP_HELP),
     num_workers: int = typer.Option(0, help="Data-loader worker processes."),
     cache: Path | None = typer.Option(None, help="Folder for preprocessed cases; share it between folds."),
     tta: str = typer.Option("flip", help="Mirroring for the out-of-fold predictions of --fold all."),
