@@ -433,8 +433,8 @@ def main() -> None:
         print(json.dumps(peer_child(json.loads(args.peer_child))))
         return
 
-    from glioseg.cli.data_commands import DEMO_MODEL
     from glioseg.data.synthetic import generate_case, write_case
+    from glioseg.models.catalog import DEMO_MODEL
 
     global MODES
     MODES = _mode_table()

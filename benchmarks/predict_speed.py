@@ -56,8 +56,8 @@ def make_demo_member(folder: Path, seed: int) -> Path:
 
     import torch
 
-    from glioseg.cli.data_commands import DEMO_MODEL
     from glioseg.models import ModelConfig, build_model
+    from glioseg.models.catalog import DEMO_MODEL
     from glioseg.models.checkpoint import canonical_state_dict, save_model
 
     info = _json.loads((DEMO_MODEL / "model.json").read_text())

@@ -1,4 +1,4 @@
-"""Train the small demonstration model bundled in src/glioseg/assets/demo/ (synthetic data only).
+"""Train the small demonstration model bundled in src/glioseg/assets/models/demo/ (synthetic data only).
 
 Usage: python scripts/make_demo_model.py [--work runs/demo-model] [--threads 1]
 
@@ -7,7 +7,7 @@ Steps (each is also a plain glioseg command, printed as it runs):
   2. glioseg synth WORK/data --cases 12 --domain ssa --seed 7
   3. glioseg train WORK/data --model nnunet --out WORK/run --spacing 3 --patch 40,40,40 --base-features 12
          --epochs 30 --iters-per-epoch 50 --seed 0
-  4. copy WORK/run/model.{safetensors,json} to src/glioseg/assets/demo/ with weights stored as float16
+  4. copy WORK/run/model.{safetensors,json} to src/glioseg/assets/models/demo/ with weights stored as float16
 
 The model is trained on synthetic phantoms for demonstration only and is not for clinical use.
 """
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT / "src" / "glioseg" / "assets" / "demo"
+ASSETS = ROOT / "src" / "glioseg" / "assets" / "models" / "demo"
 
 
 def run(cmd: list[str], env: dict) -> None:
@@ -70,6 +70,9 @@ def main() -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     save_model(state, info, ASSETS / "model")
     shutil.copy(work / "run" / "training_curve.png", ASSETS / "training_curve.png")
+    from glioseg.models.catalog import read_card, write_card
+
+    write_card(ASSETS, read_card(ASSETS).doc)  # the card's checksums follow the new weights
     print(f"demo model -> {ASSETS} ({(ASSETS / 'model.safetensors').stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f} s")
 
 

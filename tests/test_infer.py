@@ -210,8 +210,8 @@ def test_model_mismatches_are_reported(random_model, tmp_path, small_cohort):
 @pytest.mark.slow
 def test_bundled_demo_model_segments_a_fresh_synthetic_case():
     """Measured on 8 fresh full-size cases (seed 999, both domains): WT Dice 0.74-0.94; floor 0.6."""
-    from glioseg.cli.data_commands import DEMO_MODEL
     from glioseg.data.cases import CaseData
+    from glioseg.models.catalog import DEMO_MODEL
 
     case = generate_case(999, 1, "ssa")
     reference = nib.Nifti1Image(case.image[0], case.affine)

@@ -128,11 +128,11 @@ def test_window_norm_brings_a_trained_model_closer_to_sliding_windows():
     pass with window-matched norms agrees better with sliding windows than with the crop's norms."""
     import nibabel as nib
 
-    from glioseg.cli.data_commands import DEMO_MODEL
     from glioseg.data.cases import CaseData
     from glioseg.data.labels import labels_to_regions, probabilities_to_labels
     from glioseg.data.preprocess import preprocess_case
     from glioseg.data.synthetic import generate_case
+    from glioseg.models.catalog import DEMO_MODEL
 
     (member,) = find_members(DEMO_MODEL).members
     case = generate_case(7, 0, "ssa", shape=(160, 192, 150), spacing=1.0)

@@ -14,6 +14,7 @@ from glioseg.cli import (
     experiment_commands,
     import_commands,
     infer_commands,
+    model_commands,
     postprocess_commands,
     train_commands,
     transfer_commands,
@@ -31,6 +32,7 @@ app = typer.Typer(
 data_commands.register(app)
 train_commands.register(app)
 infer_commands.register(app)
+model_commands.register(app)
 evaluate_commands.register(app)
 transfer_commands.register(app)
 import_commands.register(app)

@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from glioseg.cli._common import console, parse_triple, reports_errors
+from glioseg.models.catalog import DEMO_MODEL
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo"
 DEMO_NOTICE = (
     "Synthetic phantom data and a demonstration model trained by glioseg on synthetic phantoms: "
     "for demonstration only, not for clinical use."

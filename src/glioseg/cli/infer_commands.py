@@ -26,9 +26,12 @@ class Mode(str, Enum):
 
 def predict(
     input: Path | None = typer.Argument(None, help="A case folder, a folder of cases, or an nnU-Net dataset."),
-    model: list[Path] = typer.Option(..., "--model", "-m", help="A run (or a folder of fold runs); repeat for an ensemble."),
+    model: list[str] = typer.Option(
+        ..., "--model", "-m",
+        help="A bundled model's name (glioseg models), a run, or a folder of fold runs; repeat for an ensemble."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <ID>.nii.gz label maps."),
-    weights: str | None = typer.Option(None, help="Ensemble weights: w1,w2,... per --model, or weights.json."),
+    weights: str | None = typer.Option(
+        None, help="Ensemble weights: w1,w2,... per --model, or weights.json (default: a bundled model's own)."),
     mode: Mode = typer.Option(Mode.default, help="fast (CPU: first member, one pass over the brain crop), accurate (all members, one mirroring each), reference, default."),
     tta: TTA | None = typer.Option(None, help="Mirroring: none, flip (left-right), full (all 8), spread (one per member)."),
     overlap: float | None = typer.Option(None, help="Sliding-window overlap in [0, 1)."),
@@ -47,23 +50,22 @@ def predict(
     t2w: Path | None = typer.Option(None, help="... the T2-weighted image."),
     t2f: Path | None = typer.Option(None, help="... the T2-FLAIR image."),
     postprocess: Path | None = typer.Option(
-        None, "--postprocess", help="Post-processing configuration (pp.json from glioseg postprocess tune) applied before writing."
-    ),
+        None, "--postprocess",
+        help="Post-processing configuration (pp.json from glioseg postprocess tune) applied before writing "
+        "(default: a bundled model's own)."),
 ) -> None:
     """Segment cases with one model, a fold ensemble or a weighted model ensemble (BraTS labels 1/2/3)."""
     import numpy as np
 
-    from glioseg.infer.batch import (
-        PredictOptions,
-        discover_input,
-        groups_from_paths,
-        load_weights_file,
-        predict_cases,
-    )
+    from glioseg.infer.batch import PredictOptions, discover_input, load_weights_file, predict_cases
+    from glioseg.infer.models import resolve_models
 
     cases, errors = discover_input(input, {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f})
-    groups = groups_from_paths(model)
-    parsed_weights = None
+    resolved = resolve_models(model)
+    groups = resolved.groups
+    parsed_weights = None if resolved.weights is None else np.asarray(resolved.weights)
+    if postprocess is None:
+        postprocess = resolved.postprocess
     if weights:
         if weights.endswith(".json"):
             parsed_weights = load_weights_file(weights, groups)
@@ -72,6 +74,8 @@ def predict(
                 parsed_weights = np.asarray([float(w) for w in weights.split(",")])
             except ValueError:
                 raise typer.BadParameter(f"--weights must be numbers like 0.6,0.4 or a .json file, got {weights!r}") from None
+            if len(parsed_weights) != len(groups):
+                raise typer.BadParameter(f"--weights has {len(parsed_weights)} value(s) for {len(groups)} model(s)")
     hook = None
     if postprocess is not None:
         from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
@@ -82,20 +86,23 @@ def predict(
     if report:
         from glioseg.report.case_report import write_case_report
 
-        def after_case(case, data, prediction, seg_path):
-            write_case_report(data, prediction, seg_path, out, members)
+        def after_case(case, data, prediction, seg_path, record):
+            write_case_report(data, prediction, seg_path, out, members, record)
 
     options = PredictOptions.from_mode(
         mode.value, tta=tta.value if tta else None, overlap=overlap, window=window, engine=engine, device=device,
         window_norm=window_norm,
         thresholds=parse_triple(thresholds, "--thresholds", float), save_probabilities=save_probabilities,
         weights=parsed_weights, after_case=after_case, track_variance=report and members > 1, postprocess=hook,
+        postprocess_source=str(postprocess) if postprocess is not None else None,
     )
     used = sum(min(len(g.members), options.members_per_group or len(g.members)) for g in groups)
     if options.window == "sliding":
         window_detail = f" (overlap {options.overlap})"
     else:  # the ONNX graph keeps the crop's statistics
         window_detail = " (window-matched norms)" if options.window_norm and options.engine == "torch" else " (crop norms)"
+    for card in resolved.cards:
+        console.print(f"model {card.name} {card.version}: {card.doc.get('summary', '')} {card.doc.get('disclaimer', '')}")
     console.print(
         f"{len(cases)} case(s), {len(groups)} model(s), {used} of {members} member(s) used; mode {mode.value}: "
         f"TTA {options.tta}, {options.window} window{window_detail}, engine {options.engine}"
@@ -108,6 +115,6 @@ def predict(
 
 def register(app: typer.Typer) -> None:
     app.command(
-        epilog="Example: glioseg predict data/BraTS-SSA --model runs/nnunet --model runs/mednext --weights 0.6,0.4 "
-        "--tta flip --out predictions"
+        epilog="Examples: glioseg predict data/BraTS-SSA/BraTS-SSA-00002-000 --model brats-2mm --out predictions --report; "
+        "glioseg predict data/BraTS-SSA --model runs/nnunet --model runs/mednext --weights 0.6,0.4 --out predictions"
     )(reports_errors(predict))

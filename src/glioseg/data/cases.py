@@ -50,6 +50,10 @@ _LEGACY_RE = re.compile(r"^(?P<id>.+)_(?P<key>t1|t1ce|t2|flair|seg)$")
 _NNUNET_IMAGE_RE = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
 
 
+#: Suffix of the record ``glioseg synth`` writes beside each synthetic case (``<ID>-synth.json``).
+SYNTH_RECORD_SUFFIX = "-synth.json"
+
+
 @dataclass(frozen=True)
 class Case:
     """Where the files of one case are.
@@ -78,6 +82,11 @@ class Case:
     @property
     def folder(self) -> Path:
         return next(iter(self.images.values())).parent
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether ``glioseg synth`` wrote this case (its record ``<ID>-synth.json`` lies beside the images)."""
+        return (self.folder / f"{self.case_id}{SYNTH_RECORD_SUFFIX}").exists()
 
 
 @dataclass

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from glioseg.data.cases import Case, discover_cases, load_case
-from glioseg.data.io import atomic_path, read_json, save_nifti, strip_nifti_suffix
+from glioseg.data.io import atomic_path, read_json, save_nifti, strip_nifti_suffix, write_text_atomic
 from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
 from glioseg.errors import GliosegError, InputError
 from glioseg.infer.ensemble import Prediction, segment_case
-from glioseg.infer.models import ModelGroup, find_members
+from glioseg.infer.models import ModelGroup
+from glioseg.models.checkpoint import DISCLAIMER
 
 
 @dataclass
@@ -27,7 +32,7 @@ class PredictOptions:
     save_probabilities: bool = False
     weights: Sequence | np.ndarray | None = None
     postprocess: Callable[[np.ndarray, object], np.ndarray] | None = None
-    after_case: Callable[[Case, object, Prediction, Path], None] | None = None
+    after_case: Callable[[Case, object, Prediction, Path, dict], None] | None = None
     track_variance: bool = False
     window: str = "sliding"
     engine: str = "torch"
@@ -35,6 +40,8 @@ class PredictOptions:
     members_per_group: int | None = None
     lean: bool = True
     window_norm: bool = True
+    mode: str = "default"
+    postprocess_source: str | None = None  # the configuration file behind ``postprocess`` (for provenance)
 
     @classmethod
     def from_mode(cls, mode: str = "default", **kwargs) -> PredictOptions:
@@ -45,7 +52,7 @@ class PredictOptions:
         knobs = {k: kwargs.pop(k) for k in ("tta", "window", "overlap", "engine", "channels_last", "members_per_group",
                                                    "window_norm") if k in kwargs}
         settings = resolve_mode(mode, **knobs)
-        return cls(**settings.__dict__, **{k: v for k, v in kwargs.items() if v is not None})
+        return cls(**settings.__dict__, mode=mode, **{k: v for k, v in kwargs.items() if v is not None})
 
 
 @dataclass
@@ -137,6 +144,7 @@ def predict_cases(
             member.load("cpu")
     out.mkdir(parents=True, exist_ok=True)
     report = BatchReport()
+    models = [group.provenance() for group in groups]  # checksums once per run, not per case
     for case in cases:
         try:
             data = load_case(case, with_label=False)
@@ -151,11 +159,16 @@ def predict_cases(
                 labels = options.postprocess(labels, data)
                 prediction.labels = labels
             target = out / f"{case.case_id}.nii.gz"
+            warnings = model_warnings(case, groups)
+            for warning in warnings:
+                printer(f"{case.case_id}: WARNING: {warning}")
+            record = provenance(case, target, models, options, warnings)
             save_nifti(labels.astype(np.uint8), target, reference=data.reference, dtype=np.uint8)
+            write_text_atomic(out / f"{case.case_id}.json", json.dumps(record, indent=1) + "\n")
             if options.save_probabilities:
                 save_probabilities(prediction, out / f"{case.case_id}_probabilities.npz", data.affine)
             if options.after_case is not None:
-                options.after_case(case, data, prediction, target)
+                options.after_case(case, data, prediction, target, record)
             report.written.append(target)
             voxel_ml = float(np.prod(data.spacing)) / 1000
             vols = ", ".join(
@@ -179,7 +192,35 @@ def discover_input(input_path: str | Path | None, files: dict[str, str | Path] |
     return found.cases, found.errors
 
 
-def groups_from_paths(paths: Sequence[str | Path]) -> list[ModelGroup]:
-    if not paths:
-        raise InputError("--model", "at least one --model is needed")
-    return [find_members(p) for p in paths]
+def model_warnings(case: Case, groups: Sequence[ModelGroup]) -> list[str]:
+    """Warnings about using these models on this case (a phantom-trained model on a scan glioseg did not make)."""
+    if case.synthetic:
+        return []
+    return [
+        f"model '{g.name}' was trained only on glioseg's synthetic phantoms and is not meant for real scans; "
+        "this segmentation is not reliable (see glioseg models for models trained on real data)"
+        for g in groups if g.synthetic
+    ]
+
+
+def provenance(case: Case, output: Path, models: list[dict[str, Any]], options: PredictOptions,
+               warnings: Sequence[str]) -> dict[str, Any]:
+    """The sidecar ``<ID>.json`` of an output: inputs, models (name, version, checksum), settings, date, warnings."""
+    settings = {k: v for k, v in asdict(options).items()
+                if k not in ("weights", "postprocess", "after_case", "track_variance", "save_probabilities")}
+    settings["thresholds"] = list(options.thresholds)
+    if options.weights is not None:
+        settings["weights"] = np.asarray(options.weights, dtype=float).tolist()
+    return {
+        "format": "glioseg-prediction-v1",
+        "case_id": case.case_id,
+        "output": output.name,
+        "labels": {"1": "NETC", "2": "SNFH", "3": "ET"},
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "glioseg_version": metadata.version("glioseg"),
+        "inputs": {m: str(Path(p).resolve()) for m, p in case.images.items()},
+        "models": models,
+        "settings": settings,
+        "warnings": list(warnings),
+        "disclaimer": DISCLAIMER,
+    }

@@ -1,9 +1,11 @@
-"""Finding and loading trained models for inference: a run, a folder of fold runs, or several of those.
+"""Finding and loading trained models for inference: a run, a folder of fold runs, several of those,
+or a bundled model by name.
 
 A *member* is one set of weights (``model.safetensors`` + ``model.json``).  A RUN given to
 ``glioseg predict --model`` is either one member or a folder whose sub-folders hold members
-(a fold ensemble).  Members are loaded one at a time, used, and released, so an ensemble
-never holds more than one network in memory.
+(a fold ensemble), or the name of a bundled model (:mod:`glioseg.models.catalog`), which
+brings its ensemble weights and post-processing.  Members are loaded one at a time, used, and
+released, so an ensemble never holds more than one network in memory.
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ from glioseg.data.io import read_json
 from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
 from glioseg.errors import InputError
+from glioseg.models.catalog import (
+    BUNDLED_MODELS,
+    ModelCard,
+    combined_checksum,
+    find_card,
+    sha256_file,
+    trained_only_on_synthetic,
+)
 
 
 @dataclass
@@ -62,9 +72,33 @@ class ModelGroup:
     source: Path
     members: list[Member] = field(default_factory=list)
 
+    label: str | None = None  # the name given by a model card; default: the folder's name
+    card: ModelCard | None = None  # the bundled model this group belongs to
+
     @property
     def name(self) -> str:
-        return self.source.name
+        return self.label or self.source.name
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the group was trained on glioseg phantoms only (its card says so, or every member's split)."""
+        if self.card is not None:
+            return self.card.synthetic
+        return bool(self.members) and all(trained_only_on_synthetic(m.info) for m in self.members)
+
+    def checksum(self) -> str:
+        """SHA-256 over the members' weight and description files (the card's checksum for a bundled model)."""
+        if self.card is not None:
+            return self.card.checksum
+        return combined_checksum(sha256_file(p) for m in self.members for p in (m.path, m.path.with_suffix(".json")))
+
+    def provenance(self) -> dict[str, Any]:
+        """What an output's sidecar and report say about this model."""
+        doc: dict[str, Any] = {"name": self.name, "source": str(self.source), "members": len(self.members),
+                               "checksum_sha256": self.checksum(), "trained_on_synthetic_only": self.synthetic}
+        if self.card is not None:
+            doc.update(bundle=self.card.name, version=self.card.version)
+        return doc
 
 
 def _check_member(path: Path, info: dict[str, Any]) -> None:
@@ -118,3 +152,51 @@ def find_members(source: str | Path) -> ModelGroup:
         _check_member(doc, info)
         group.members.append(Member(path=path, info=info))
     return group
+
+
+@dataclass
+class ResolvedModels:
+    """The ``--model`` arguments of one ``glioseg predict``, resolved to groups.
+
+    ``weights`` and ``postprocess`` come from a bundled model's card when it is the only
+    ``--model``; otherwise they are ``None`` (equal weights, no post-processing) unless the
+    user gives them.
+    """
+
+    groups: list[ModelGroup]
+    weights: list[list[float]] | None = None
+    postprocess: Path | None = None
+    cards: list[ModelCard] = field(default_factory=list)
+
+
+def resolve_models(specs: list[str | Path], catalog: str | Path = BUNDLED_MODELS) -> ResolvedModels:
+    """Resolve each ``--model`` argument: an existing folder or file first, else a bundled model's name.
+
+    ``catalog`` is the folder of bundled models (the package's own by default).
+
+    A bundled model is checked against its card's checksums before use.
+
+    Raises
+    ------
+    InputError
+        No argument, a name that is neither a path nor a bundled model, a bundle whose files
+        changed, or a member that does not fit glioseg's inputs and outputs.
+    """
+    if not specs:
+        raise InputError("--model", "at least one --model is needed")
+    resolved = ResolvedModels(groups=[])
+    for spec in specs:
+        if Path(spec).exists():
+            resolved.groups.append(find_members(spec))
+            continue
+        card = find_card(str(spec), catalog)
+        card.verify()
+        resolved.cards.append(card)
+        for name, folder in card.group_paths():
+            group = find_members(folder)
+            group.label, group.card = name, card
+            resolved.groups.append(group)
+    if len(specs) == 1 and resolved.cards:
+        resolved.weights = resolved.cards[0].weights()
+        resolved.postprocess = resolved.cards[0].postprocess_path()
+    return resolved

@@ -34,6 +34,8 @@ from glioseg.errors import InputError
 
 TREE_FORMAT = "glioseg-tree-v1"
 MODEL_FORMAT = "glioseg-model-v1"
+#: Written into every model description and prediction record.
+DISCLAIMER = "Research software. Not a medical device; not for clinical use."
 
 
 def encode_tree(obj: Any, tensors: dict[str, torch.Tensor], path: str = "root") -> Any:

@@ -75,7 +75,7 @@ from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
 from glioseg.errors import ConfigError, InputError
 from glioseg.models import ModelConfig, build_model
-from glioseg.models.checkpoint import canonical_state_dict
+from glioseg.models.checkpoint import DISCLAIMER, canonical_state_dict
 from glioseg.models.nnunet import resolve_op
 
 #: Normalised channel names (lower case, letters and digits only) -> glioseg modality.
@@ -131,7 +131,6 @@ class ImportedModel:
 
     def info(self) -> dict[str, Any]:
         """The ``model.json`` content (besides format and versions, which ``save_model`` adds)."""
-        from glioseg.train.run import DISCLAIMER
 
         return {
             "plan": self.plan,

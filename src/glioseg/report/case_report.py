@@ -71,8 +71,31 @@ def uncertainty_score(variance: np.ndarray | None, probabilities: np.ndarray) ->
     return {r: float(variance[i][support].mean()) for i, r in enumerate(REGIONS)}
 
 
-def write_case_report(data, prediction, seg_path: Path, out_dir: Path, n_members: int) -> Path:
-    """Write ``<ID>_report.html`` (+ ``<ID>_report.png`` and, for ensembles, ``<ID>_uncertainty.nii.gz``)."""
+def provenance_rows(record: dict) -> list[list[str]]:
+    """Table rows (what, value) of a prediction record written by :func:`glioseg.infer.batch.provenance`."""
+    rows = []
+    for model in record.get("models", []):
+        version = f" {model['version']}" if model.get("version") else ""
+        synthetic = "; trained on synthetic phantoms only" if model.get("trained_on_synthetic_only") else ""
+        rows.append([f"model {model['name']}{version}",
+                     f"{model['members']} member(s) from {model['source']}; SHA-256 {model['checksum_sha256'][:16]}...{synthetic}"])
+    settings = record.get("settings", {})
+    rows.append(["mode", f"{settings.get('mode')}: TTA {settings.get('tta')}, {settings.get('window')} window, "
+                         f"engine {settings.get('engine')}"])
+    if settings.get("postprocess_source"):
+        rows.append(["post-processing", Path(settings["postprocess_source"]).name])
+    rows.append(["date (UTC)", str(record.get("date_utc"))])
+    rows.append(["glioseg", str(record.get("glioseg_version"))])
+    rows.extend([f"input {m}", str(p)] for m, p in record.get("inputs", {}).items())
+    return rows
+
+
+def write_case_report(data, prediction, seg_path: Path, out_dir: Path, n_members: int, record: dict | None = None) -> Path:
+    """Write ``<ID>_report.html`` (+ ``<ID>_report.png`` and, for ensembles, ``<ID>_uncertainty.nii.gz``).
+
+    ``record`` is the prediction's provenance (models, checksums, mode, date, inputs, warnings),
+    shown in the report; its warnings lead the page.
+    """
     from glioseg.data.io import save_nifti
     from glioseg.report.preview import render_preview
 
@@ -85,6 +108,8 @@ def write_case_report(data, prediction, seg_path: Path, out_dir: Path, n_members
     doc = Document(f"glioseg report: {case_id}")
     doc.paragraph("**Research software, not a medical device; not for clinical use.** "
                   f"Segmentation: `{seg_path.name}` (1 NETC, 2 SNFH/edema, 3 ET).")
+    if record and record.get("warnings"):
+        doc.bullets([f"**warning:** {w}" for w in record["warnings"]])
     encoded = base64.b64encode(png.read_bytes()).decode("ascii")
     doc.image(f"data:image/png;base64,{encoded}", "t1n, t1c, t2w, t2f with the segmentation (NETC red, SNFH green, ET yellow)")
     doc.heading("Volumes and lesions")
@@ -112,6 +137,9 @@ def write_case_report(data, prediction, seg_path: Path, out_dir: Path, n_members
             + ", ".join(f"{r} {v:.4f}" for r, v in uncertainty.items())
             + f" (0 = full agreement, 0.25 = maximal disagreement). Voxel-wise map: `{case_id}_uncertainty.nii.gz`."
         )
+    if record:
+        doc.heading("Provenance")
+        doc.table(["", ""], provenance_rows(record))
     path = out_dir / f"{case_id}_report.html"
     from glioseg.data.io import write_text_atomic
 

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from glioseg.data.arrays import bounding_box
+from glioseg.data.cases import SYNTH_RECORD_SUFFIX
 from glioseg.data.io import save_nifti, write_text_atomic
 from glioseg.data.labels import ET, NETC, SNFH
 from glioseg.data.modalities import MODALITIES
@@ -375,7 +376,7 @@ def write_case(case: SyntheticCase, out_dir: str | Path) -> Path:
     for m_index, modality in enumerate(MODALITIES):
         save_nifti(case.image[m_index].astype(np.int16), folder / f"{case.case_id}-{modality}.nii.gz", affine=case.affine)
     save_nifti(case.label, folder / f"{case.case_id}-seg.nii.gz", affine=case.affine)
-    write_text_atomic(folder / f"{case.case_id}-synth.json", json.dumps(case.metadata, indent=2) + "\n")
+    write_text_atomic(folder / f"{case.case_id}{SYNTH_RECORD_SUFFIX}", json.dumps(case.metadata, indent=2) + "\n")
     return folder
 
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Retrain glioseg's real release models from the 21 real BraTS 2018 cases, with glioseg's own commands.
+#
+#   scripts/train_real_models.sh [STAGE ...]      STAGE: split nnunet mednext ensemble postprocess package all
+#
+# Every stage skips finished work, so the script can be stopped at any time and run again
+# (an unfinished fold resumes from its last checkpoint, a finished fold is skipped).  The
+# training folders live in $WORK (default release/<name>); only each finished fold's
+# model.json + model.safetensors, its logs and the small JSON/CSV outputs are committed
+# (see release/.gitignore), so training can be spread over several work sessions.
+#
+# Profiles (PROFILE=cpu|gpu):
+#   cpu  2 mm, 64^3 patches, 16 base features (the released "brats-2mm"; ~6 h on a 2-core CPU)
+#   gpu  1 mm, 128^3 patches, 32 base features (nnU-Net's BraTS plan; needs a CUDA GPU)
+#
+# Environment: DATA (labelled cases, default ../shared/data/brats2018), WORK, PROFILE, SEED.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROFILE=${PROFILE:-cpu}
+DATA=${DATA:-../shared/data/brats2018}
+SEED=${SEED:-0}
+GLIOSEG=${GLIOSEG:-.venv/bin/glioseg}
+case "$PROFILE" in
+  cpu)
+    NAME=brats-2mm
+    PLAN=(--spacing 2 --patch 64,64,64 --base-features 16)
+    NNUNET_SCHEDULE=(--epochs 25 --iters-per-epoch 40)
+    MEDNEXT_SCHEDULE=(--epochs 20 --iters-per-epoch 40)
+    DEVICE=(--accelerator cpu)
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+    ;;
+  gpu)
+    NAME=brats-1mm
+    PLAN=(--spacing 1 --patch 128,128,128 --base-features 32)
+    NNUNET_SCHEDULE=(--epochs 100 --iters-per-epoch 250)
+    MEDNEXT_SCHEDULE=(--epochs 100 --iters-per-epoch 250)
+    DEVICE=(--accelerator gpu --num-workers 6)
+    ;;
+  *) echo "PROFILE must be cpu or gpu, got '$PROFILE'" >&2; exit 2 ;;
+esac
+WORK=${WORK:-release/$NAME}
+COMMON=(--splits "$WORK/splits.json" --fold all --cache "$WORK/preprocessed" --val-every 5
+        --low-quality-augment 0.2 --seed "$SEED" "${PLAN[@]}" "${DEVICE[@]}")
+
+[ -d "$DATA" ] || { echo "$DATA: no such folder (set DATA to the labelled BraTS cases)" >&2; exit 2; }
+mkdir -p "$WORK"
+
+stage_split() {
+  [ -f "$WORK/splits.json" ] && { echo "split: $WORK/splits.json exists, kept"; return; }
+  "$GLIOSEG" split "$DATA" --folds 5 --strategy radiomics --seed "$SEED" --out "$WORK/splits.json"
+}
+stage_nnunet() {
+  "$GLIOSEG" train "$DATA" --model nnunet --out "$WORK/nnunet" "${COMMON[@]}" "${NNUNET_SCHEDULE[@]}"
+}
+stage_mednext() {
+  "$GLIOSEG" train "$DATA" --model mednext-s-k3 --out "$WORK/mednext" "${COMMON[@]}" "${MEDNEXT_SCHEDULE[@]}"
+}
+stage_ensemble() {
+  "$GLIOSEG" ensemble-weights "$WORK/nnunet" "$WORK/mednext" --out "$WORK/weights.json" \
+    --data "$DATA" --oof-out "$WORK/oof-ensemble"
+}
+stage_postprocess() {
+  "$GLIOSEG" postprocess tune --pred "$WORK/oof-ensemble" --gt "$DATA" --out "$WORK/pp.json" \
+    --clusters "$WORK/splits.model.json"
+}
+stage_package() {
+  "$GLIOSEG" models package "$WORK" --name "$NAME" --data "$DATA"
+}
+
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(all)
+for stage in "${stages[@]}"; do
+  case "$stage" in
+    all) stage_split; stage_nnunet; stage_mednext; stage_ensemble; stage_postprocess; stage_package ;;
+    split|nnunet|mednext|ensemble|postprocess|package) "stage_$stage" ;;
+    *) echo "unknown stage '$stage' (split nnunet mednext ensemble postprocess package all)" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,175 @@
+"""Package a cross-validated release as a bundled model (``glioseg models package``).
+
+A release workspace (``scripts/train_real_models.sh``) holds::
+
+    WORK/splits.json, splits.model.json        radiomics-stratified folds and their cluster model
+    WORK/<group>/fold_k/model.{json,safetensors}   the CV runs of each architecture (nnunet, mednext)
+    WORK/<group>/oof/, cv/per_case.csv          out-of-fold predictions and their lesion-wise scores
+    WORK/weights.json                           CV-weighted ensemble weights (glioseg ensemble-weights)
+    WORK/oof-ensemble/                          the weighted ensemble's out-of-fold label maps
+    WORK/pp.json                                post-processing tuned on them (glioseg postprocess tune)
+
+:func:`package_release` turns it into ``glioseg/assets/models/<name>/``: every fold's weights
+(float16 when the probabilities stay within :data:`FP16_TOLERANCE` of float32 on a real case,
+else float32), the ensemble weights and post-processing inside the card, and the model card's
+results: out-of-fold lesion-wise scores of every stage (each architecture, the ensemble, the
+ensemble with post-processing) computed from the files, never typed in.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glioseg.data.cases import discover_cases, load_case
+from glioseg.data.io import read_json
+from glioseg.data.labels import REGIONS
+from glioseg.errors import InputError
+from glioseg.evaluate import CaseResult, evaluate
+from glioseg.infer.ensemble import segment_case
+from glioseg.infer.models import find_members
+from glioseg.models.catalog import BUNDLED_MODELS, ModelCard, read_card, write_card
+from glioseg.models.checkpoint import DISCLAIMER, canonical_state_dict, save_model
+from glioseg.postprocess.apply import apply_to_files
+from glioseg.postprocess.config import PostprocessConfig
+
+#: Largest allowed change of any region probability when weights are stored as float16.
+FP16_TOLERANCE = 1e-3
+#: Architectures of a release, in ensemble order.
+GROUPS = ("nnunet", "mednext")
+
+
+def score_summary(results: list[CaseResult]) -> dict[str, dict[str, float]]:
+    """Per region: mean, SD and median of lesion-wise Dice and HD95 and of legacy Dice over cases.
+
+    Examples
+    --------
+    >>> score_summary([])
+    {}
+    """
+    if not results:
+        return {}
+    out = {}
+    for region in REGIONS:
+        row: dict[str, float] = {"n": len(results)}
+        for metric in ("lesionwise_dice", "lesionwise_hd95", "legacy_dice"):
+            values = np.asarray([getattr(r.regions[region], metric) for r in results], dtype=float)
+            row[f"{metric}_mean"] = round(float(values.mean()), 4)
+            row[f"{metric}_sd"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4)
+            row[f"{metric}_median"] = round(float(np.median(values)), 4)
+        out[region] = row
+    return out
+
+
+def _scores(pred: Path, data: Path) -> dict[str, dict[str, float]]:
+    run = evaluate(pred, data)
+    if run.failures:
+        raise InputError(run.failures[0].case_id, f"cannot score {pred}: {run.failures[0].message}")
+    return score_summary(run.results)
+
+
+def fp16_deviation(member_dir: Path, half_dir: Path, case_dir: Path) -> float:
+    """Largest absolute difference of region probabilities between two copies of a member on one case."""
+    data = load_case(discover_cases(case_dir).cases[0], with_label=False)
+    full = segment_case(data, [find_members(member_dir)], tta="none", device="cpu").probabilities
+    half = segment_case(data, [find_members(half_dir)], tta="none", device="cpu").probabilities
+    return float(np.abs(full - half).max())
+
+
+def _export_member(member_dir: Path, target: Path, check_case: Path, printer: Callable[[str], None]) -> dict[str, Any]:
+    """Write ``target/model.{safetensors,json}`` in float16 when that is within tolerance, else float32."""
+    (member,) = find_members(member_dir).members
+    network = member.load("cpu")
+    info = {k: v for k, v in member.info.items() if k not in ("format", "versions")}
+    info["trained_with_versions"] = member.info.get("versions")
+    state = canonical_state_dict(network)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_model(half, {**info, "weights_dtype": "float16"}, target / "model")
+    deviation = fp16_deviation(member_dir, target, check_case)
+    if deviation > FP16_TOLERANCE:
+        save_model(state, {**info, "weights_dtype": "float32", "fp16_deviation": deviation}, target / "model")
+        printer(f"{member_dir}: float16 changes probabilities by {deviation:.2e} > {FP16_TOLERANCE:g}; kept float32")
+    else:
+        printer(f"{member_dir}: float16 (largest probability change {deviation:.1e} on {check_case.name})")
+    return {"member": target.name, "fp16_max_probability_change": deviation}
+
+
+def package_release(
+    work: str | Path,
+    name: str,
+    data: str | Path,
+    card: dict[str, Any],
+    dest_root: str | Path = BUNDLED_MODELS,
+    printer: Callable[[str], None] = print,
+) -> ModelCard:
+    """Build the bundled model ``dest_root/name`` from a release workspace (atomically replaced).
+
+    Parameters
+    ----------
+    work : the workspace of ``scripts/train_real_models.sh``
+    name : the model's name for ``glioseg predict --model NAME``
+    data : the labelled cases the cross-validation ran on (to score and to check float16)
+    card : the descriptive fields of the model card (``summary``, ``intended_use``, ...);
+        ``groups``, ``postprocess`` and ``results`` are filled in from the workspace.
+    """
+    work, data, dest_root = Path(work), Path(data), Path(dest_root)
+    groups = [g for g in GROUPS if (work / g / "cv_summary.json").exists()]
+    if not groups:
+        raise InputError(work, f"no finished cross-validation ({' or '.join(f'{g}/cv_summary.json' for g in GROUPS)})")
+    weights_doc = read_json(work / "weights.json", "ensemble weights") if (work / "weights.json").exists() else None
+    weights = {e["name"]: e["weights"] for e in (weights_doc or {}).get("models", [])}
+    cases = discover_cases(data).by_id()
+    results: dict[str, Any] = {"definition": "brats2024-ssa", "cases": len(cases), "stages": {}}
+    dest_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest_root))
+    try:
+        fp16 = []
+        for group in groups:
+            folds = read_json(work / "splits.json", "splits")
+            for k, fold in enumerate(folds):
+                fp16.append(_export_member(work / group / f"fold_{k}", staging / group / f"fold_{k}",
+                                           cases[fold["val"][0]].folder, printer))
+            results["stages"][group] = _scores(work / group / "oof", data)
+        has_ensemble = len(groups) > 1 and (work / "oof-ensemble").is_dir()
+        if has_ensemble:
+            results["stages"]["ensemble"] = _scores(work / "oof-ensemble", data)
+        postprocess = None
+        if (work / "pp.json").exists():
+            shutil.copy(work / "pp.json", staging / "pp.json")
+            postprocess = "pp.json"
+            source = work / ("oof-ensemble" if has_ensemble else f"{groups[0]}/oof")
+            with tempfile.TemporaryDirectory() as tmp:
+                report = apply_to_files(source, PostprocessConfig.load(work / "pp.json"), tmp, data)
+                if report.failed:
+                    raise InputError(work / "pp.json", f"post-processing failed: {report.failed[0]}")
+                results["stages"]["ensemble+postprocess" if has_ensemble else f"{groups[0]}+postprocess"] = _scores(
+                    Path(tmp), data)
+        results["fp16"] = fp16
+        doc = {
+            **card,
+            "name": name,
+            "disclaimer": card.get("disclaimer", DISCLAIMER),
+            "synthetic": False,
+            "groups": [{"name": g, "path": g, "weights": weights.get(g) if has_ensemble else None} for g in groups],
+            "postprocess": postprocess,
+            "results": results,
+        }
+        write_card(staging, doc)
+        target = dest_root / name
+        if target.exists():
+            old = dest_root / f".{name}-old"
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return read_card(dest_root / name)
