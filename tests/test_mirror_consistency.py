@@ -177,3 +177,26 @@ def test_cli_flags_reach_the_recipe_and_the_logs(small_cohort, tmp_path):
     assert recipe["mirror_consistency"] == 5.0 and recipe["consistency_crop"] == 0.5
     logged = read_metrics(tmp_path / "run" / "logs")["train_mirror_consistency"]
     assert len(logged) == 1 and 0 < logged[0][1] < 1
+
+
+def test_mednext_trains_in_channels_last_on_the_cpu_with_the_same_loss():
+    """The layout is a speed lever only (glioseg.models.prefers_channels_last): same loss, same gradients."""
+    torch.manual_seed(0)
+    config = model_config("mednext-s-k3", 3, base_features=4)
+    plan = Plan(model="mednext-s-k3", target_spacing=[4.0] * 3, patch_size=[PATCH] * 3, batch_size=2, n_stages=3,
+                base_features=4, max_features=320, memory_budget_gib=1.0, estimated_memory_gib=0.1,
+                median_shape=[PATCH] * 3, model_config=config.to_dict())
+    plain = SegmentationModule(plan, RECIPES["mednext"])
+    fast = SegmentationModule(plan, RECIPES["mednext"])
+    fast.load_state_dict(plain.state_dict())
+    fast.on_fit_start()
+    conv = next(m for m in fast.network.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (1, 1, 1))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    batch = _batch(4)
+    losses = [module.training_step(batch, 0) for module in (plain, fast)]
+    assert float(losses[1]) == pytest.approx(float(losses[0]), rel=1e-5)
+    for loss in losses:
+        loss.backward()
+    grads = [dict(m.network.named_parameters()) for m in (plain, fast)]
+    name = next(iter(grads[0]))
+    assert torch.allclose(grads[0][name].grad, grads[1][name].grad, rtol=1e-4, atol=1e-6)

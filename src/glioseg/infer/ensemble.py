@@ -20,6 +20,7 @@ from glioseg.data.preprocess import preprocess_case, restore_to_original
 from glioseg.errors import ConfigError
 from glioseg.infer.models import ModelGroup
 from glioseg.infer.windows import member_flips, predict_probabilities
+from glioseg.models import prefers_channels_last
 
 
 @dataclass
@@ -82,7 +83,7 @@ def segment_case(
     window : ``sliding`` windows or ``whole`` (one pass over the brain crop)
     engine : ``torch`` or ``onnx`` (ONNX Runtime, CPU)
     channels_last : torch engine in the channels_last_3d memory format; ``None`` decides per
-        network (:func:`prefers_channels_last`)
+        network (:func:`glioseg.models.prefers_channels_last`)
     members_per_group : use only the first N members of each group (fast mode: 1)
     lean : memory-lean forward for nnU-Net networks (:mod:`glioseg.infer.lean`; same outputs)
     native_size : whole-crop passes of lean networks take the crop at its own size instead of
@@ -148,20 +149,6 @@ def segment_case(
         variance = np.maximum(second_moment / max(n_members, 1) - mean * mean, 0)
     labels = probabilities_to_labels(accumulated, thresholds)
     return Prediction(data.case_id, labels, accumulated, variance)
-
-
-def prefers_channels_last(family: str, device: str) -> bool:
-    """Whether a network of ``family`` runs faster in the ``channels_last_3d`` memory format on ``device``.
-
-    Measured on this project's 2-core CPU (docs/performance.md): MedNeXt-M k3, whose blocks are
-    depth-wise and 1x1x1 convolutions, gets faster (a 96^3 window 9.8 -> 7.8 s; a whole brain
-    crop 85.5 -> 62.2 s and 10.7 -> 9.4 GiB); nnU-Net's dense 3x3x3 convolutions get slower
-    (a 128^3 window 10.4 -> 14.0 s).  On other devices the default layout is kept.
-
-    >>> prefers_channels_last("mednext", "cpu"), prefers_channels_last("nnunet", "cpu")
-    (True, False)
-    """
-    return family == "mednext" and str(device) == "cpu"
 
 
 def _predictor(member, device: str, engine: str, channels_last: bool):

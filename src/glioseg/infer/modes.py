@@ -32,7 +32,7 @@ class ModeSettings:
     overlap: float
     members_per_group: int | None
     engine: str = "torch"
-    channels_last: bool | None = None  # None: per architecture (glioseg.infer.ensemble.prefers_channels_last)
+    channels_last: bool | None = None  # None: per architecture (glioseg.models.prefers_channels_last)
     window_norm: bool = True  # whole-crop passes: window-matched instance norms (glioseg.infer.window_norm)
 
 

@@ -100,4 +100,26 @@ def set_deep_supervision(model: nn.Module, config: ModelConfig, enabled: bool) -
         model.do_ds = enabled
 
 
-__all__ = ["ModelConfig", "available_models", "build_model", "model_config", "set_deep_supervision"]
+def prefers_channels_last(family: str, device: str) -> bool:
+    """Whether a network of ``family`` runs faster in the ``channels_last_3d`` memory format on ``device``.
+
+    Decision (measurements in docs/performance.md, "channels_last"): on the CPU, MedNeXt, whose
+    blocks are depth-wise and 1x1x1 convolutions, is faster in ``channels_last_3d`` for inference
+    and for training; nnU-Net's dense 3x3x3 convolutions are slower.  On other devices the default
+    layout is kept.  Inference (:mod:`glioseg.infer.ensemble`) and training
+    (:class:`glioseg.train.module.SegmentationModule`) both follow this rule.
+
+    >>> prefers_channels_last("mednext", "cpu"), prefers_channels_last("nnunet", "cpu")
+    (True, False)
+    """
+    return family == "mednext" and str(device) == "cpu"
+
+
+__all__ = [
+    "ModelConfig",
+    "available_models",
+    "build_model",
+    "model_config",
+    "prefers_channels_last",
+    "set_deep_supervision",
+]
