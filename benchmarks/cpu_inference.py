@@ -59,19 +59,34 @@ def _save_member(folder: Path, config, plan_kwargs: dict, seed: int) -> Path:
 
     torch.manual_seed(seed)
     network = build_model(config)
-    plan = Plan(model=config.name, model_config=config.to_dict(), memory_budget_gib=0, estimated_memory_gib=0,
-                max_features=320, batch_size=2, **plan_kwargs)
+    plan = Plan(
+        model=config.name,
+        model_config=config.to_dict(),
+        memory_budget_gib=0,
+        estimated_memory_gib=0,
+        max_features=320,
+        batch_size=2,
+        **plan_kwargs,
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(canonical_state_dict(network), {"plan": plan.to_dict(), "model_config": config.to_dict(), "seed": seed},
-               folder / "model")
+    save_model(
+        canonical_state_dict(network),
+        {"plan": plan.to_dict(), "model_config": config.to_dict(), "seed": seed},
+        folder / "model",
+    )
     return folder
 
 
 def brats_members(root: Path, n_nnunet: int, n_mednext: int) -> list[Path]:
     from glioseg.models import model_config
 
-    kwargs = dict(target_spacing=[1.0] * 3, patch_size=[128] * 3, n_stages=6, base_features=32,
-                  median_shape=[140.0, 172.0, 138.0])
+    kwargs = dict(
+        target_spacing=[1.0] * 3,
+        patch_size=[128] * 3,
+        n_stages=6,
+        base_features=32,
+        median_shape=[140.0, 172.0, 138.0],
+    )
     out = []
     for k in range(n_nnunet):
         out.append(_save_member(root / f"nnunet-{k}", model_config("nnunet", 6), kwargs, k))
@@ -104,10 +119,18 @@ def child(spec: dict) -> dict:
     group = ModelGroup(source=Path("ensemble"), members=members)
     t0 = time.perf_counter()
     prediction = segment_case(
-        data, [group], tta=spec["tta"], overlap=spec["overlap"], device="cpu", window=spec["window"],
-        engine=spec.get("engine", "torch"), channels_last=spec.get("channels_last"),  # None: per architecture, as glioseg
-        members_per_group=spec.get("members_per_group"), lean=spec.get("lean", True),
-        native_size=spec.get("native_size", True), window_norm=spec.get("window_norm", True),
+        data,
+        [group],
+        tta=spec["tta"],
+        overlap=spec["overlap"],
+        device="cpu",
+        window=spec["window"],
+        engine=spec.get("engine", "torch"),
+        channels_last=spec.get("channels_last"),  # None: per architecture, as glioseg
+        members_per_group=spec.get("members_per_group"),
+        lean=spec.get("lean", True),
+        native_size=spec.get("native_size", True),
+        window_norm=spec.get("window_norm", True),
     )
     seconds = time.perf_counter() - t0
     np.save(spec["labels_out"], prediction.labels)
@@ -116,8 +139,12 @@ def child(spec: dict) -> dict:
 
 def run_child(spec: dict, timeout: float | None = None) -> dict:
     try:
-        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"stopped after {timeout:.0f} s (--timeout)"}
     if proc.returncode:
@@ -168,11 +195,17 @@ def _resolve(table: dict[str, tuple], mode: str) -> tuple:
     base, *flags = mode.split("+")
     known = ("module", "padded", "nothp", "globalnorm")
     if base not in table or any(f not in known for f in flags):
-        raise SystemExit(f"unknown mode {mode!r}; expected one of {', '.join(table)} with optional "
-                         f"suffixes {', '.join('+' + k for k in known)}")
+        raise SystemExit(
+            f"unknown mode {mode!r}; expected one of {', '.join(table)} with optional "
+            f"suffixes {', '.join('+' + k for k in known)}"
+        )
     lean = "module" not in flags
-    levers = {"lean": lean, "native_size": lean and "padded" not in flags, "huge_pages": "nothp" not in flags,
-              "window_norm": "globalnorm" not in flags}
+    levers = {
+        "lean": lean,
+        "native_size": lean and "padded" not in flags,
+        "huge_pages": "nothp" not in flags,
+        "window_norm": "globalnorm" not in flags,
+    }
     return (*table[base], levers)
 
 
@@ -194,35 +227,86 @@ def write_nnunet_results(member: Path, out: Path) -> Path:
     trainer_dir = out / "Dataset999_Bench" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     (trainer_dir / "fold_0").mkdir(parents=True, exist_ok=True)
     plans = {
-        "dataset_name": "Dataset999_Bench", "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [1.0, 1.0, 1.0], "original_median_shape_after_transp": [140, 172, 138],
-        "image_reader_writer": "NibabelIO", "transpose_forward": [2, 1, 0], "transpose_backward": [2, 1, 0],
-        "configurations": {"3d_fullres": {
-            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-            "patch_size": m.plan["patch_size"], "median_image_size_in_voxels": [140, 172, 138],
-            "spacing": m.plan["target_spacing"], "normalization_schemes": ["ZScoreNormalization"] * 4,
-            "use_mask_for_norm": [True] * 4,
-            "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
-            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-            "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                             "arch_kwargs": arch, "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
-            "batch_dice": True,
-        }},
-        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+        "dataset_name": "Dataset999_Bench",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+        "original_median_shape_after_transp": [140, 172, 138],
+        "image_reader_writer": "NibabelIO",
+        "transpose_forward": [2, 1, 0],
+        "transpose_backward": [2, 1, 0],
+        "configurations": {
+            "3d_fullres": {
+                "data_identifier": "nnUNetPlans_3d_fullres",
+                "preprocessor_name": "DefaultPreprocessor",
+                "batch_size": 2,
+                "patch_size": m.plan["patch_size"],
+                "median_image_size_in_voxels": [140, 172, 138],
+                "spacing": m.plan["target_spacing"],
+                "normalization_schemes": ["ZScoreNormalization"] * 4,
+                "use_mask_for_norm": [True] * 4,
+                "resampling_fn_data": "resample_data_or_seg_to_shape",
+                "resampling_fn_seg": "resample_data_or_seg_to_shape",
+                "resampling_fn_data_kwargs": {
+                    "is_seg": False,
+                    "order": 3,
+                    "order_z": 0,
+                    "force_separate_z": None,
+                },
+                "resampling_fn_seg_kwargs": {
+                    "is_seg": True,
+                    "order": 1,
+                    "order_z": 0,
+                    "force_separate_z": None,
+                },
+                "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+                "resampling_fn_probabilities_kwargs": {
+                    "is_seg": False,
+                    "order": 1,
+                    "order_z": 0,
+                    "force_separate_z": None,
+                },
+                "architecture": {
+                    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                    "arch_kwargs": arch,
+                    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+                },
+                "batch_dice": True,
+            }
+        },
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {
-            str(i): {"max": 1.0, "mean": 0.0, "median": 0.0, "min": 0.0, "percentile_00_5": 0.0, "percentile_99_5": 1.0, "std": 1.0}
-            for i in range(4)},
+            str(i): {
+                "max": 1.0,
+                "mean": 0.0,
+                "median": 0.0,
+                "min": 0.0,
+                "percentile_00_5": 0.0,
+                "percentile_99_5": 1.0,
+                "std": 1.0,
+            }
+            for i in range(4)
+        },
     }
-    dataset = {"channel_names": {"0": "t1n", "1": "t1c", "2": "t2w", "3": "t2f"},
-               "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [1, 3], "enhancing tumor": [3]},
-               "regions_class_order": [2, 1, 3], "numTraining": 1, "file_ending": ".nii.gz"}
+    dataset = {
+        "channel_names": {"0": "t1n", "1": "t1c", "2": "t2w", "3": "t2f"},
+        "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [1, 3], "enhancing tumor": [3]},
+        "regions_class_order": [2, 1, 3],
+        "numTraining": 1,
+        "file_ending": ".nii.gz",
+    }
     (trainer_dir / "plans.json").write_text(json.dumps(plans, indent=1))
     (trainer_dir / "dataset.json").write_text(json.dumps(dataset, indent=1))
-    torch.save({"network_weights": state, "trainer_name": "nnUNetTrainer", "init_args": {"configuration": "3d_fullres"},
-                "inference_allowed_mirroring_axes": (0, 1, 2), "current_epoch": 0}, trainer_dir / "fold_0" / "checkpoint_final.pth")
+    torch.save(
+        {
+            "network_weights": state,
+            "trainer_name": "nnUNetTrainer",
+            "init_args": {"configuration": "3d_fullres"},
+            "inference_allowed_mirroring_axes": (0, 1, 2),
+            "current_epoch": 0,
+        },
+        trainer_dir / "fold_0" / "checkpoint_final.pth",
+    )
     return trainer_dir
 
 
@@ -232,16 +316,29 @@ def peer_child(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=spec["mirroring"],
-                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=spec["mirroring"],
+        perform_everything_on_device=False,
+        device=torch.device("cpu"),
+        allow_tqdm=False,
+    )
     predictor.initialize_from_trained_model_folder(spec["results"], use_folds=(0,))
     case = Path(spec["case"])
     cid = case.name
     files = [str(next(case.glob(f"*{m}.nii.gz"))) for m in ("t1n", "t1c", "t2w", "t2f")]
     t0 = time.perf_counter()
-    predictor.predict_from_files([files], [str(Path(spec["out"]) / cid)], num_processes_preprocessing=1,
-                                 num_processes_segmentation_export=1)
-    return {"seconds": time.perf_counter() - t0, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    predictor.predict_from_files(
+        [files],
+        [str(Path(spec["out"]) / cid)],
+        num_processes_preprocessing=1,
+        num_processes_segmentation_export=1,
+    )
+    return {
+        "seconds": time.perf_counter() - t0,
+        "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 # ----------------------------------------------------------------------------- levers
@@ -294,14 +391,29 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
                 compiled = torch.compile(net)
                 compiled(window)
                 compile_s = time.perf_counter() - t0
-                timed("compile", "  + torch.compile", lambda: compiled(window), note=f"(compilation {compile_s:.0f} s)")
+                timed(
+                    "compile",
+                    "  + torch.compile",
+                    lambda: compiled(window),
+                    note=f"(compilation {compile_s:.0f} s)",
+                )
             except Exception as exc:  # compile needs a C++ toolchain; report instead of failing
-                rows.append({"lever": "  + torch.compile", "seconds": float("nan"), "note": f"failed: {type(exc).__name__}"})
+                rows.append(
+                    {
+                        "lever": "  + torch.compile",
+                        "seconds": float("nan"),
+                        "note": f"failed: {type(exc).__name__}",
+                    }
+                )
         crop = torch.from_numpy(image)[None]
         padded = padded_shape(image.shape[1:], 32)
-        row = timed("whole", "whole brain crop, one pass",
-                    lambda: net(torch.nn.functional.pad(crop, _pads(image.shape[1:], padded))),
-                    repeat=1, note=f"crop {tuple(image.shape[1:])} padded to {padded}")
+        row = timed(
+            "whole",
+            "whole brain crop, one pass",
+            lambda: net(torch.nn.functional.pad(crop, _pads(image.shape[1:], padded))),
+            repeat=1,
+            note=f"crop {tuple(image.shape[1:])} padded to {padded}",
+        )
         if row:
             whole_flops = count_flops(net, (1, 4, *padded))
             row["gflops"] = whole_flops / 1e9
@@ -313,7 +425,9 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
             ort = onnx_predictor(m, threads)
             timed("onnx", "one 128^3 window, ONNX Runtime", lambda: ort(window), repeat=1)
         except Exception as exc:
-            rows.append({"lever": "one 128^3 window, ONNX Runtime", "seconds": float("nan"), "note": f"failed: {exc}"})
+            rows.append(
+                {"lever": "one 128^3 window, ONNX Runtime", "seconds": float("nan"), "note": f"failed: {exc}"}
+            )
     if "int8" in only:
         rows += int8_convolutions()
     # windows with no brain after cropping, at overlap 0.5
@@ -324,9 +438,15 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
     slices = dense_patch_slices(shape, (128,) * 3, interval)
     brain = np.any(image != 0, axis=0)
     empty = sum(not brain[tuple(s)].any() for s in slices)
-    rows.append({"lever": "sliding windows without brain", "seconds": float("nan"),
-                 "note": f"{empty} of {len(slices)} windows at overlap 0.5 (nothing to skip after cropping)" if empty == 0
-                 else f"{empty} of {len(slices)} windows"})
+    rows.append(
+        {
+            "lever": "sliding windows without brain",
+            "seconds": float("nan"),
+            "note": f"{empty} of {len(slices)} windows at overlap 0.5 (nothing to skip after cropping)"
+            if empty == 0
+            else f"{empty} of {len(slices)} windows",
+        }
+    )
     print(f"  {rows[-1]['note']}")
     if "matmul" not in only:
         return rows
@@ -336,7 +456,13 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
     for _ in range(3):
         a @ a
     peak = 3 * 2 * 4096**3 / (time.perf_counter() - t0) / 1e9
-    rows.append({"lever": "fp32 matrix product 4096^2 (machine peak)", "seconds": float("nan"), "note": f"{peak:.0f} GFLOP/s"})
+    rows.append(
+        {
+            "lever": "fp32 matrix product 4096^2 (machine peak)",
+            "seconds": float("nan"),
+            "note": f"{peak:.0f} GFLOP/s",
+        }
+    )
     print(f"  fp32 matmul peak: {peak:.0f} GFLOP/s")
     return rows
 
@@ -354,16 +480,24 @@ def int8_convolutions() -> list[dict]:
         conv = torch.nn.Conv3d(c, c, 3, padding=1)
         x = torch.randn(1, c, size, size, size)
         q = nnq.Conv3d(c, c, 3, padding=1)
-        q.set_weight_bias(torch.quantize_per_channel(conv.weight.detach(), torch.full((c,), 0.01),
-                                                     torch.zeros(c, dtype=torch.long), 0, torch.qint8), conv.bias.detach())
+        q.set_weight_bias(
+            torch.quantize_per_channel(
+                conv.weight.detach(), torch.full((c,), 0.01), torch.zeros(c, dtype=torch.long), 0, torch.qint8
+            ),
+            conv.bias.detach(),
+        )
         q.scale, q.zero_point = 0.05, 64
 
         flops = 2 * c * c * 27 * size**3
         with torch.inference_mode():
             seconds = [_mean_seconds(conv, x), _mean_seconds(_int8_pass, q, x)]
-        note = (f"fp32 {seconds[0]:.3f} s ({flops / seconds[0] / 1e9:.0f} GFLOP/s), int8 {seconds[1]:.3f} s "
-                f"({flops / seconds[1] / 1e9:.0f} GOP/s): int8 {seconds[0] / seconds[1]:.2f}x")
-        rows.append({"lever": f"3x3x3 conv {c}->{c} at {size}^3, fp32 vs int8", "seconds": seconds[1], "note": note})
+        note = (
+            f"fp32 {seconds[0]:.3f} s ({flops / seconds[0] / 1e9:.0f} GFLOP/s), int8 {seconds[1]:.3f} s "
+            f"({flops / seconds[1] / 1e9:.0f} GOP/s): int8 {seconds[0] / seconds[1]:.2f}x"
+        )
+        rows.append(
+            {"lever": f"3x3x3 conv {c}->{c} at {size}^3, fp32 vs int8", "seconds": seconds[1], "note": note}
+        )
         print(f"  {rows[-1]['lever']:44s} {note}", flush=True)
     return rows
 
@@ -411,15 +545,25 @@ def main() -> None:
     parser.add_argument("--sets", default="brats,demo")
     parser.add_argument("--cv", nargs="*", default=[])
     parser.add_argument("--real", type=int, default=0)
-    parser.add_argument("--synthetic", type=int, default=1, help="full-size synthetic cases (seed 2024, index 1..N)")
+    parser.add_argument(
+        "--synthetic", type=int, default=1, help="full-size synthetic cases (seed 2024, index 1..N)"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--modes", default="fast,default,accurate,reference",
-                        help="named modes and/or variants: " + ", ".join(_mode_table()))
+    parser.add_argument(
+        "--modes",
+        default="fast,default,accurate,reference",
+        help="named modes and/or variants: " + ", ".join(_mode_table()),
+    )
     parser.add_argument("--peer", action="store_true")
     parser.add_argument("--peer-mirroring", default="off,on", help="nnunetv2 runs: off, on or off,on")
-    parser.add_argument("--brats-reference", action="store_true",
-                        help="also compute the BraTS-plan reference (8 mirrorings x sliding windows: ~20 min per case)")
-    parser.add_argument("--timeout", type=float, default=None, help="stop any single measurement after this many seconds")
+    parser.add_argument(
+        "--brats-reference",
+        action="store_true",
+        help="also compute the BraTS-plan reference (8 mirrorings x sliding windows: ~20 min per case)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="stop any single measurement after this many seconds"
+    )
     parser.add_argument("--levers", action="store_true")
     parser.add_argument("--lever-list", default=",".join(LEVERS), help="which levers: " + ", ".join(LEVERS))
     parser.add_argument("--json", default=None)
@@ -439,11 +583,15 @@ def main() -> None:
     global MODES
     MODES = _mode_table()
 
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads"
+    )
     results: dict = {"machine": platform.platform(), "threads": args.threads, "rows": [], "levers": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cases = [write_case(generate_case(2024, i, "ssa"), root / "cases") for i in range(1, args.synthetic + 1)]
+        cases = [
+            write_case(generate_case(2024, i, "ssa"), root / "cases") for i in range(1, args.synthetic + 1)
+        ]
         if args.real and (SHARED / "brats2018").is_dir():
             cases += sorted(p for p in (SHARED / "brats2018").iterdir() if p.is_dir())[: args.real]
         sets = {}
@@ -476,15 +624,28 @@ def main() -> None:
                         runs.append(("reference", spec["ensemble"]))
                 for mode in (m for m in modes if m != "reference"):
                     per_group = _resolve(MODES, mode)[3]
-                    runs.append((mode, spec["ensemble"] if per_group is None and spec["ensemble"] else spec["single"]))
+                    runs.append(
+                        (mode, spec["ensemble"] if per_group is None and spec["ensemble"] else spec["single"])
+                    )
                 references: dict[int, np.ndarray] = {}
                 single_labels: dict[str, np.ndarray] = {}
                 for mode, members in runs:
                     tta, window, overlap, per_group, levers = _resolve(MODES, mode)
                     out = root / f"{set_name}-{case.name}-{mode.replace('/', '_')}-{len(members)}.npy"
-                    r = run_child({"case": str(case), "members": [str(m) for m in members], "tta": tta, "window": window,
-                                   "overlap": overlap, "members_per_group": per_group, "threads": args.threads,
-                                   **levers, "labels_out": str(out)}, args.timeout)
+                    r = run_child(
+                        {
+                            "case": str(case),
+                            "members": [str(m) for m in members],
+                            "tta": tta,
+                            "window": window,
+                            "overlap": overlap,
+                            "members_per_group": per_group,
+                            "threads": args.threads,
+                            **levers,
+                            "labels_out": str(out),
+                        },
+                        args.timeout,
+                    )
                     row = {"set": set_name, "case": case.name, "mode": mode, "members": len(members), **r}
                     if "error" not in r:
                         labels = np.load(out)
@@ -501,39 +662,64 @@ def main() -> None:
                     text = row.get("error") or f"{row['seconds']:8.1f} {row['peak_gib']:9.2f} {dice:>28s}"
                     if row.get("dice_vs_truth"):
                         text += "   vs truth " + "/".join(f"{d:.3f}" for d in row["dice_vs_truth"])
-                    print(f"{set_name:6s} {case.name[:22]:22s} {mode:15s} {len(members):7d} {text}", flush=True)
+                    print(
+                        f"{set_name:6s} {case.name[:22]:22s} {mode:15s} {len(members):7d} {text}", flush=True
+                    )
                 if args.peer and set_name == "brats":
                     results_dir = write_nnunet_results(spec["single"][0], root / "nnunet_results")
                     for mirroring in [m == "on" for m in args.peer_mirroring.split(",")]:
                         out_dir = root / f"peer-{mirroring}"
                         out_dir.mkdir()
-                        proc = subprocess.run([sys.executable, __file__, "--peer-child", json.dumps({
-                            "results": str(results_dir), "case": str(case), "out": str(out_dir), "mirroring": mirroring,
-                            "threads": args.threads})], capture_output=True, text=True)
+                        proc = subprocess.run(
+                            [
+                                sys.executable,
+                                __file__,
+                                "--peer-child",
+                                json.dumps(
+                                    {
+                                        "results": str(results_dir),
+                                        "case": str(case),
+                                        "out": str(out_dir),
+                                        "mirroring": mirroring,
+                                        "threads": args.threads,
+                                    }
+                                ),
+                            ],
+                            capture_output=True,
+                            text=True,
+                        )
                         if proc.returncode:
                             r = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
                         else:
                             r = json.loads(proc.stdout.strip().splitlines()[-1])
                             import nibabel as nib
 
-                            pred = np.asarray(nib.load(out_dir / f"{case.name}.nii.gz").dataobj).astype(np.uint8)
-                            r["dice_vs_reference"] = region_dice(pred, references[1]) if 1 in references else None
+                            pred = np.asarray(nib.load(out_dir / f"{case.name}.nii.gz").dataobj).astype(
+                                np.uint8
+                            )
+                            r["dice_vs_reference"] = (
+                                region_dice(pred, references[1]) if 1 in references else None
+                            )
                             # the same computation in glioseg (sliding, overlap 0.5, Gaussian, same mirroring)
                             same = single_labels.get("reference" if mirroring else "slide.5/none")
                             if same is not None:
                                 r["dice_vs_glioseg_same_setting"] = region_dice(pred, same)
                         mode = f"nnunetv2 {'TTA' if mirroring else 'noTTA'}"
-                        results["rows"].append({"set": set_name, "case": case.name, "mode": mode, "members": 1, **r})
+                        results["rows"].append(
+                            {"set": set_name, "case": case.name, "mode": mode, "members": 1, **r}
+                        )
                         dice = "/".join(f"{d:.3f}" for d in (r.get("dice_vs_reference") or [])) or "-"
                         text = r.get("error") or f"{r['seconds']:8.1f} {r['peak_gib']:9.2f} {dice:>28s}"
                         if r.get("dice_vs_glioseg_same_setting"):
                             text += "   vs glioseg, same setting: " + "/".join(
-                                f"{d:.3f}" for d in r["dice_vs_glioseg_same_setting"])
+                                f"{d:.3f}" for d in r["dice_vs_glioseg_same_setting"]
+                            )
                         print(f"{set_name:6s} {case.name[:22]:22s} {mode:15s} {1:7d} {text}", flush=True)
         if args.levers and "brats" in sets:
             print("\nlevers (BraTS nnU-Net, synthetic case, preprocessed crop):")
-            results["levers"] = levers(sets["brats"]["single"][0], cases[0], args.threads,
-                                      tuple(args.lever_list.split(",")))
+            results["levers"] = levers(
+                sets["brats"]["single"][0], cases[0], args.threads, tuple(args.lever_list.split(","))
+            )
     ratios = _ratios(results["rows"])
     if ratios:
         print("\nratios:")
@@ -554,25 +740,50 @@ def _truth(case: Path) -> np.ndarray | None:
 
 def _ratios(rows: list[dict]) -> list[str]:
     def find(set_name, case, mode):
-        return next((r for r in rows if r["set"] == set_name and r["case"] == case and r["mode"] == mode and "seconds" in r), None)
+        return next(
+            (
+                r
+                for r in rows
+                if r["set"] == set_name and r["case"] == case and r["mode"] == mode and "seconds" in r
+            ),
+            None,
+        )
 
     lines = []
     for case in sorted({r["case"] for r in rows}):
         fast = find("brats", case, "fast")
-        ref = next((r for r in rows if r["set"] == "brats" and r["case"] == case and r["mode"] == "reference"
-                    and r["members"] == 1 and "seconds" in r), None)
+        ref = next(
+            (
+                r
+                for r in rows
+                if r["set"] == "brats"
+                and r["case"] == case
+                and r["mode"] == "reference"
+                and r["members"] == 1
+                and "seconds" in r
+            ),
+            None,
+        )
         peer, peer_tta = find("brats", case, "nnunetv2 noTTA"), find("brats", case, "nnunetv2 TTA")
         if fast and peer:
-            lines.append(f"{case}: nnunetv2 without mirroring / glioseg fast = {peer['seconds'] / fast['seconds']:.1f}x")
+            lines.append(
+                f"{case}: nnunetv2 without mirroring / glioseg fast = {peer['seconds'] / fast['seconds']:.1f}x"
+            )
         if fast and peer_tta:
-            lines.append(f"{case}: nnunetv2 with mirroring / glioseg fast = {peer_tta['seconds'] / fast['seconds']:.1f}x")
+            lines.append(
+                f"{case}: nnunetv2 with mirroring / glioseg fast = {peer_tta['seconds'] / fast['seconds']:.1f}x"
+            )
         same = find("brats", case, "slide.5/none")
         if same and peer:
-            lines.append(f"{case}: nnunetv2 without mirroring / glioseg sliding without mirroring (same computation) = "
-                         f"{peer['seconds'] / same['seconds']:.2f}x")
+            lines.append(
+                f"{case}: nnunetv2 without mirroring / glioseg sliding without mirroring (same computation) = "
+                f"{peer['seconds'] / same['seconds']:.2f}x"
+            )
         if ref and peer_tta:
-            lines.append(f"{case}: nnunetv2 with mirroring / glioseg reference (same computation) = "
-                         f"{peer_tta['seconds'] / ref['seconds']:.2f}x")
+            lines.append(
+                f"{case}: nnunetv2 with mirroring / glioseg reference (same computation) = "
+                f"{peer_tta['seconds'] / ref['seconds']:.2f}x"
+            )
     return lines
 
 

@@ -119,7 +119,13 @@ def _official(pairs, definition: str, folder: Path, python: str) -> dict[str, di
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump([[c, str(p), str(g)] for c, p, g in pairs], fh)
         pairs_file = fh.name
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONWARNINGS="ignore",
+    )
     proc = subprocess.run(
         [python, "-c", _HARNESS, str(folder), definition, pairs_file], capture_output=True, text=True, env=env
     )
@@ -150,7 +156,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=_default_data())
     parser.add_argument("--official-dir", type=Path, default=os.environ.get("GLIOSEG_OFFICIAL_METRICS"))
     parser.add_argument("--official-python", default=os.environ.get("GLIOSEG_OFFICIAL_PYTHON"))
-    parser.add_argument("--official-cases", type=int, default=None, help="time the official scripts on the first N cases")
+    parser.add_argument(
+        "--official-cases", type=int, default=None, help="time the official scripts on the first N cases"
+    )
     args = parser.parse_args()
     pairs = _pairs(args.data)
     if not pairs:
@@ -162,27 +170,44 @@ def main() -> None:
     startup = time.perf_counter() - t0
     official_ready = bool(args.official_dir and args.official_python and Path(args.official_dir).is_dir())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores visible, 1 thread used, "
-          f"load average {load:.1f} at start")
-    print(f"python {platform.python_version()}; {len(pairs)} pairs (240x240x155, 1 mm); glioseg start-up {startup:.2f} s once")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores visible, 1 thread used, "
+        f"load average {load:.1f} at start"
+    )
+    print(
+        f"python {platform.python_version()}; {len(pairs)} pairs (240x240x155, 1 mm); glioseg start-up {startup:.2f} s once"
+    )
     definitions = ["brats2024-ssa", "brats2023"] if args.definition == "both" else [args.definition]
     for definition in definitions:
         mine = _glioseg(pairs, definition)
         theirs = {}
         if official_ready:
             subset = pairs[: args.official_cases] if args.official_cases else pairs
-            theirs = _official(subset, "brats2024" if definition == "brats2024-ssa" else "brats2023", args.official_dir, args.official_python)
+            theirs = _official(
+                subset,
+                "brats2024" if definition == "brats2024-ssa" else "brats2023",
+                args.official_dir,
+                args.official_python,
+            )
         print(f"\n== {definition}")
-        print(f"{'case':24s} {'glioseg s':>10s} {'(cpu s)':>8s} {'official s':>11s} {'(cpu s)':>8s} {'ratio':>7s}")
+        print(
+            f"{'case':24s} {'glioseg s':>10s} {'(cpu s)':>8s} {'official s':>11s} {'(cpu s)':>8s} {'ratio':>7s}"
+        )
         for case_id, _, _ in pairs:
             m = mine[case_id]
             o = theirs.get(case_id)
-            off = f"{o['seconds']:11.1f} {o['cpu']:8.1f} {o['seconds'] / m['seconds']:6.0f}x" if o else f"{'-':>11s} {'-':>8s} {'-':>7s}"
+            off = (
+                f"{o['seconds']:11.1f} {o['cpu']:8.1f} {o['seconds'] / m['seconds']:6.0f}x"
+                if o
+                else f"{'-':>11s} {'-':>8s} {'-':>7s}"
+            )
             print(f"{case_id:24s} {m['seconds']:10.2f} {m['cpu']:8.2f} {off}")
         wall = [m["seconds"] for m in mine.values()]
         cpu = [m["cpu"] for m in mine.values()]
-        print(f"glioseg: mean {statistics.mean(wall):.2f} s/case (median {statistics.median(wall):.2f}, max {max(wall):.2f}; "
-              f"cpu mean {statistics.mean(cpu):.2f} s)")
+        print(
+            f"glioseg: mean {statistics.mean(wall):.2f} s/case (median {statistics.median(wall):.2f}, max {max(wall):.2f}; "
+            f"cpu mean {statistics.mean(cpu):.2f} s)"
+        )
         if theirs:
             shared = [c for c in theirs if c in mine]
             off_mean = statistics.mean(theirs[c]["seconds"] for c in shared)
@@ -190,9 +215,11 @@ def main() -> None:
             off_cpu = statistics.mean(theirs[c]["cpu"] for c in shared)
             my_cpu = statistics.mean(mine[c]["cpu"] for c in shared)
             worst, count = _max_difference(mine, theirs)
-            print(f"official: mean {off_mean:.1f} s/case (cpu {off_cpu:.1f} s) on {len(shared)} case(s); glioseg on the "
-                  f"same cases {my_mean:.2f} s/case (cpu {my_cpu:.2f} s): {off_mean / my_mean:.0f}x faster "
-                  f"(cpu time: {off_cpu / my_cpu:.0f}x)")
+            print(
+                f"official: mean {off_mean:.1f} s/case (cpu {off_cpu:.1f} s) on {len(shared)} case(s); glioseg on the "
+                f"same cases {my_mean:.2f} s/case (cpu {my_cpu:.2f} s): {off_mean / my_mean:.0f}x faster "
+                f"(cpu time: {off_cpu / my_cpu:.0f}x)"
+            )
             print(f"numbers: {count} values compared, max abs difference {worst:.3g}")
         elif not official_ready:
             print("official scripts not timed (give --official-dir and --official-python)")

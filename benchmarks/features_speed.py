@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, 1 thread used")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, 1 thread used"
+    )
     print(f"{'domain':8s} {'all features s/case':>20s} {'shape':>7s} {'quality':>8s}  (medians)")
     for domain in ("adult", "ssa"):
         total, shape, quality = [], [], []
@@ -48,7 +50,9 @@ def main() -> None:
             total.append(t1 - t0)
             shape.append(t2 - t1)
             quality.append(t3 - t2)
-        print(f"{domain:8s} {statistics.median(total):>20.2f} {statistics.median(shape):>7.2f} {statistics.median(quality):>8.2f}")
+        print(
+            f"{domain:8s} {statistics.median(total):>20.2f} {statistics.median(shape):>7.2f} {statistics.median(quality):>8.2f}"
+        )
 
 
 if __name__ == "__main__":

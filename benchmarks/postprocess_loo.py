@@ -65,7 +65,9 @@ def _table(title: str, stats: dict) -> list[str]:
         )
     mean_before = np.mean([stats[r]["lesionwise_dice"]["before_mean"] for r in REGIONS])
     mean_after = np.mean([stats[r]["lesionwise_dice"]["after_mean"] for r in REGIONS])
-    lines.append(f"| mean of regions | {mean_before:.4f} | {mean_after:.4f} | {mean_after - mean_before:+.4f} | | |")
+    lines.append(
+        f"| mean of regions | {mean_before:.4f} | {mean_after:.4f} | {mean_after - mean_before:+.4f} | | |"
+    )
     hd_before = np.mean([stats[r]["lesionwise_hd95"]["before_mean"] for r in REGIONS])
     hd_after = np.mean([stats[r]["lesionwise_hd95"]["after_mean"] for r in REGIONS])
     lines.append(f"(mean lesion-wise HD95 over regions: {hd_before:.2f} mm -> {hd_after:.2f} mm)")
@@ -77,15 +79,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--definition", default="brats2024-ssa", choices=("brats2024-ssa", "brats2023"))
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--grid", type=Path, default=None, help="JSON of threshold lists (default: the default Grid)")
+    parser.add_argument(
+        "--grid", type=Path, default=None, help="JSON of threshold lists (default: the default Grid)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the LOO per-case results here")
     args = parser.parse_args()
 
     pred_dir, gt_dir = args.data / "brats2018-predictions", args.data / "brats2018"
     grid = Grid.from_dict(json.loads(args.grid.read_text()), args.grid) if args.grid else Grid()
     settings = grid.settings()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
-          f"{args.jobs} worker(s), one thread each; load average before: {_load_average()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
+        f"{args.jobs} worker(s), one thread each; load average before: {_load_average()}"
+    )
     print(f"definition {args.definition}; grid {len(settings)} settings: " + json.dumps(grid.to_dict()))
 
     began = time.perf_counter()
@@ -95,20 +101,26 @@ def main() -> None:
         if scores is None:
             print(f"  {case_id}: FAILED {error}")
         else:
-            print(f"  {case_id}: {scores.n_maps} maps scored in {scores.seconds:.1f} s "
-                  f"(components WT {scores.n_components['WT']}, TC {scores.n_components['TC']}, "
-                  f"ET {scores.n_components['ET']})")
+            print(
+                f"  {case_id}: {scores.n_maps} maps scored in {scores.seconds:.1f} s "
+                f"(components WT {scores.n_components['WT']}, TC {scores.n_components['TC']}, "
+                f"ET {scores.n_components['ET']})"
+            )
 
-    scores, failures = score_cohort(pred_dir, gt_dir, settings, args.definition, "strict", args.jobs, progress=progress)
+    scores, failures = score_cohort(
+        pred_dir, gt_dir, settings, args.definition, "strict", args.jobs, progress=progress
+    )
     seconds = time.perf_counter() - began
     cpu = time.process_time() - cpu_began
     for message in failures:
         print(f"not scored: {message}")
     n = len(scores)
     maps = sum(s.n_maps for s in scores)
-    print(f"score table: {n} cases x {len(settings)} settings = {n * len(settings)} (case, setting) scores "
-          f"from {maps} distinct label maps in {seconds:.1f} s wall ({cpu:.1f} s CPU of this process; "
-          f"load average after: {_load_average()})")
+    print(
+        f"score table: {n} cases x {len(settings)} settings = {n * len(settings)} (case, setting) scores "
+        f"from {maps} distinct label maps in {seconds:.1f} s wall ({cpu:.1f} s CPU of this process; "
+        f"load average after: {_load_average()})"
+    )
 
     dice, hd = stack_scores(scores)
     t0 = time.perf_counter()
@@ -120,8 +132,10 @@ def main() -> None:
     in_stats = region_statistics(dice, hd, in_sample)
 
     print()
-    for line in _table(f"Leave-one-out ({n} held-out cases, each scored with the setting tuned on the other {n - 1}):",
-                       loo_stats):
+    for line in _table(
+        f"Leave-one-out ({n} held-out cases, each scored with the setting tuned on the other {n - 1}):",
+        loo_stats,
+    ):
         print(line)
     counts = collections.Counter(settings[s].describe() for s in loo)
     print("settings chosen by the folds: " + "; ".join(f"{d} ({c}x)" for d, c in counts.most_common()))
@@ -140,7 +154,9 @@ def main() -> None:
             }
             for i, s in enumerate(scores)
         ]
-        args.json.write_text(json.dumps({"definition": args.definition, "loo": loo_stats, "cases": rows}, indent=1))
+        args.json.write_text(
+            json.dumps({"definition": args.definition, "loo": loo_stats, "cases": rows}, indent=1)
+        )
         print(f"wrote {args.json}")
 
 

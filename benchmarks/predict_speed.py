@@ -43,11 +43,25 @@ def make_brats_member(folder: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     config = model_config("nnunet", 6)
     network = build_model(config)
-    plan = Plan(model="nnunet", target_spacing=[1.0] * 3, patch_size=[128] * 3, batch_size=2, n_stages=6,
-                base_features=32, max_features=320, memory_budget_gib=0, estimated_memory_gib=0,
-                median_shape=[140.0, 172.0, 138.0], model_config=config.to_dict())
+    plan = Plan(
+        model="nnunet",
+        target_spacing=[1.0] * 3,
+        patch_size=[128] * 3,
+        batch_size=2,
+        n_stages=6,
+        base_features=32,
+        max_features=320,
+        memory_budget_gib=0,
+        estimated_memory_gib=0,
+        median_shape=[140.0, 172.0, 138.0],
+        model_config=config.to_dict(),
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(canonical_state_dict(network), {"plan": plan.to_dict(), "model_config": config.to_dict()}, folder / "model")
+    save_model(
+        canonical_state_dict(network),
+        {"plan": plan.to_dict(), "model_config": config.to_dict()},
+        folder / "model",
+    )
     return folder
 
 
@@ -66,7 +80,11 @@ def make_demo_member(folder: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     network = build_model(ModelConfig.from_dict(info["model_config"]))
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(canonical_state_dict(network), {"plan": info["plan"], "model_config": info["model_config"]}, folder / "model")
+    save_model(
+        canonical_state_dict(network),
+        {"plan": info["plan"], "model_config": info["model_config"]},
+        folder / "model",
+    )
     return folder
 
 
@@ -103,7 +121,9 @@ def main() -> None:
 
     from glioseg.data.synthetic import generate_case, write_case
 
-    print(f"CPU: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}; full-size synthetic case")
+    print(
+        f"CPU: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}; full-size synthetic case"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         case_dir = write_case(generate_case(2024, 1, "ssa"), root / "cases")
@@ -112,13 +132,20 @@ def main() -> None:
             maker = make_brats_member if plan == "brats" else make_demo_member
             folds, ttas, ensemble_tta = args.folds, args.tta.split(","), "flip"
             if plan == "brats":
-                folds, ttas, ensemble_tta = args.brats_folds, args.brats_tta.split(","), args.brats_tta.split(",")[0]
+                folds, ttas, ensemble_tta = (
+                    args.brats_folds,
+                    args.brats_tta.split(","),
+                    args.brats_tta.split(",")[0],
+                )
             members = [str(maker(root / f"{plan}-{k}", k)) for k in range(max(folds, 1))]
             settings = [(1, t) for t in ttas] + ([(folds, ensemble_tta)] if folds > 1 else [])
             for n, tta in settings:
                 spec = json.dumps({"case": str(case_dir), "members": members[:n], "tta": tta})
-                proc = subprocess.run([sys.executable, __file__, "--child", spec, "--threads", str(args.threads)],
-                                      capture_output=True, text=True)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", spec, "--threads", str(args.threads)],
+                    capture_output=True,
+                    text=True,
+                )
                 if proc.returncode:
                     print(f"{plan:6s} {n:7d} {tta:5s} failed: {proc.stderr.strip().splitlines()[-1]}")
                     continue

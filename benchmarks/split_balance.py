@@ -88,14 +88,20 @@ def main() -> None:
                 )
     table = pd.DataFrame(results)
     print(f"\n{args.cohorts} cohorts x {args.seeds} seeds, {args.folds} folds; mean (min-max) over runs")
-    print(f"{'strategy':10s} {'cluster chi2':>20s} {'random worse':>13s} {'domain chi2':>18s} {'volume chi2':>20s}")
+    print(
+        f"{'strategy':10s} {'cluster chi2':>20s} {'random worse':>13s} {'domain chi2':>18s} {'volume chi2':>20s}"
+    )
     for strategy, rows in table.groupby("strategy", sort=False):
-        cluster, domain, volume = (_summary(rows[col]) for col in ("cluster_chi2", "domain_chi2", "volume_chi2"))
+        cluster, domain, volume = (
+            _summary(rows[col]) for col in ("cluster_chi2", "domain_chi2", "volume_chi2")
+        )
         print(
             f"{strategy:10s} {cluster:>20s} {100 * rows['share_random_worse'].mean():>12.0f}% "
             f"{domain:>18s} {volume:>20s}"
         )
-    print(f"median cluster chi2 of 200 random KFold splits (mean over runs): {table['random_median'].mean():.2f}")
+    print(
+        f"median cluster chi2 of 200 random KFold splits (mean over runs): {table['random_median'].mean():.2f}"
+    )
     print(f"clusters chosen (k): {sorted(table['k'].unique().tolist())}")
 
 

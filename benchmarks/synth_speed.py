@@ -34,7 +34,9 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     load_atlas()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, 1 thread used")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, 1 thread used"
+    )
     print(f"atlas load (once per process): {time.perf_counter() - t0:.2f} s")
     print(f"{'domain':8s} {'generate s/case (median)':>26s} {'generate+write s/case':>24s}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,7 +50,9 @@ def main() -> None:
                 t2 = time.perf_counter()
                 gen.append(t1 - t0)
                 total.append(t2 - t0)
-            print(f"{domain:8s} {statistics.median(gen):>20.2f} (max {max(gen):.2f}) {statistics.median(total):>14.2f} (max {max(total):.2f})")
+            print(
+                f"{domain:8s} {statistics.median(gen):>20.2f} (max {max(gen):.2f}) {statistics.median(total):>14.2f} (max {max(total):.2f})"
+            )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,11 @@ def run_one(model: str, patch: int, batch: int, base: int, steps: int, device: s
     loss_fn = DeepSupervisionLoss()
     x = torch.randn(batch, 4, patch, patch, patch, device=device)
     y = (torch.rand(batch, 3, patch, patch, patch, device=device) > 0.8).float()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -71,8 +75,12 @@ def run_one(model: str, patch: int, batch: int, base: int, steps: int, device: s
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"s_per_iter": seconds, "it_per_s": 1.0 / seconds, "peak_gib": peak,
-            "params_m": sum(p.numel() for p in network.parameters()) / 1e6}
+    return {
+        "s_per_iter": seconds,
+        "it_per_s": 1.0 / seconds,
+        "peak_gib": peak,
+        "params_m": sum(p.numel() for p in network.parameters()) / 1e6,
+    }
 
 
 def main() -> None:
@@ -98,24 +106,43 @@ def main() -> None:
         free_gib = torch.cuda.mem_get_info()[0] / 2**30
         print(f"device: {torch.cuda.get_device_name(0)}, bf16 autocast")
     else:
-        print(f"device: CPU ({platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}), fp32")
+        print(
+            f"device: CPU ({platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}), fp32"
+        )
     print(f"free memory at start: {free_gib:.1f} GiB; {args.steps} timed steps after 1 warm-up step\n")
-    print(f"{'configuration':18s} {'model':14s} {'params':>7s} {'s/iter':>8s} {'iter/s':>8s} {'peak GiB':>9s} {'estimate':>9s}")
+    print(
+        f"{'configuration':18s} {'model':14s} {'params':>7s} {'s/iter':>8s} {'iter/s':>8s} {'peak GiB':>9s} {'estimate':>9s}"
+    )
     for name, model, patch, batch, base, description in CONFIGS:
         if args.only and args.only not in name:
             continue
         config = model_config(model, n_stages_for_patch((patch,) * 3), base)
         estimate = estimate_training_memory(config, (patch,) * 3, batch).total_gib
         if estimate > 0.9 * free_gib:
-            print(f"{name:18s} {model:14s} skipped: needs about {estimate:.1f} GiB, {free_gib:.1f} GiB free  ({description})")
+            print(
+                f"{name:18s} {model:14s} skipped: needs about {estimate:.1f} GiB, {free_gib:.1f} GiB free  ({description})"
+            )
             continue
-        child = [sys.executable, __file__, "--child", f"{model}:{patch}:{batch}:{base}", "--steps", str(args.steps), "--device", args.device]
+        child = [
+            sys.executable,
+            __file__,
+            "--child",
+            f"{model}:{patch}:{batch}:{base}",
+            "--steps",
+            str(args.steps),
+            "--device",
+            args.device,
+        ]
         proc = subprocess.run(child, capture_output=True, text=True)
         if proc.returncode != 0:
-            print(f"{name:18s} {model:14s} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}")
+            print(
+                f"{name:18s} {model:14s} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}"
+            )
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{name:18s} {model:14s} {r['params_m']:6.1f}M {r['s_per_iter']:8.2f} {r['it_per_s']:8.3f} {r['peak_gib']:9.2f} {estimate:9.2f}  ({description})")
+        print(
+            f"{name:18s} {model:14s} {r['params_m']:6.1f}M {r['s_per_iter']:8.2f} {r['it_per_s']:8.3f} {r['peak_gib']:9.2f} {estimate:9.2f}  ({description})"
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/demo-model")
     parser.add_argument("--threads", default="1")
-    parser.add_argument("--export-only", action="store_true", help="skip data and training; export WORK/run again")
+    parser.add_argument(
+        "--export-only", action="store_true", help="skip data and training; export WORK/run again"
+    )
     args = parser.parse_args()
     work = Path(args.work)
     env = {**os.environ, "OMP_NUM_THREADS": args.threads}
@@ -46,8 +48,30 @@ def main() -> None:
         run([*glioseg, "synth", str(work / "data"), "--cases", "12", "--domain", "adult", "--seed", "7"], env)
         run([*glioseg, "synth", str(work / "data"), "--cases", "12", "--domain", "ssa", "--seed", "7"], env)
     if not args.export_only:
-        run([*glioseg, "train", str(work / "data"), "--model", "nnunet", "--out", str(work / "run"), "--spacing", "3",
-             "--patch", "40,40,40", "--base-features", "12", "--epochs", "30", "--iters-per-epoch", "50", "--seed", "0"], env)
+        run(
+            [
+                *glioseg,
+                "train",
+                str(work / "data"),
+                "--model",
+                "nnunet",
+                "--out",
+                str(work / "run"),
+                "--spacing",
+                "3",
+                "--patch",
+                "40,40,40",
+                "--base-features",
+                "12",
+                "--epochs",
+                "30",
+                "--iters-per-epoch",
+                "50",
+                "--seed",
+                "0",
+            ],
+            env,
+        )
 
     from glioseg.infer.models import find_members
     from glioseg.models.checkpoint import canonical_state_dict, save_model
@@ -61,8 +85,10 @@ def main() -> None:
     previous = ASSETS / "model.json"
     if args.export_only and previous.exists():
         info["wall_time_s"] = json.loads(previous.read_text()).get("wall_time_s")
-    info["purpose"] = ("Demonstration model trained by glioseg on synthetic phantoms (scripts/make_demo_model.py); "
-                       "not for clinical use and not a BraTS model.")
+    info["purpose"] = (
+        "Demonstration model trained by glioseg on synthetic phantoms (scripts/make_demo_model.py); "
+        "not for clinical use and not a BraTS model."
+    )
     info["trained_on"] = "24 synthetic cases (12 adult, 12 ssa; glioseg synth --seed 7)"
     info["weights_dtype"] = "float16"
     if not args.export_only:
@@ -73,7 +99,9 @@ def main() -> None:
     from glioseg.models.catalog import read_card, write_card
 
     write_card(ASSETS, read_card(ASSETS).doc)  # the card's checksums follow the new weights
-    print(f"demo model -> {ASSETS} ({(ASSETS / 'model.safetensors').stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f} s")
+    print(
+        f"demo model -> {ASSETS} ({(ASSETS / 'model.safetensors').stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -64,9 +64,23 @@ def write_random_model(folder, seed=0, spacing=4.0, patch=32, base_features=4, n
     stages = n_stages_for_patch((patch,) * 3)
     config = model_config(name, stages, base_features)
     network = build_model(config)
-    plan = Plan(model=name, target_spacing=[spacing] * 3, patch_size=[patch] * 3, batch_size=2, n_stages=stages,
-                base_features=base_features, max_features=320, memory_budget_gib=1.0, estimated_memory_gib=0.5,
-                median_shape=[40.0] * 3, model_config=config.to_dict())
+    plan = Plan(
+        model=name,
+        target_spacing=[spacing] * 3,
+        patch_size=[patch] * 3,
+        batch_size=2,
+        n_stages=stages,
+        base_features=base_features,
+        max_features=320,
+        memory_budget_gib=1.0,
+        estimated_memory_gib=0.5,
+        median_shape=[40.0] * 3,
+        model_config=config.to_dict(),
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(network.state_dict(), {"plan": plan.to_dict(), "model_config": config.to_dict(), "seed": seed}, folder / "model")
+    save_model(
+        network.state_dict(),
+        {"plan": plan.to_dict(), "model_config": config.to_dict(), "seed": seed},
+        folder / "model",
+    )
     return folder

@@ -57,16 +57,23 @@ def main() -> None:
         trainer.run_training()  # writes fold_0/checkpoint_final.pth
         return trainer
 
-    regions = train_one_iteration(get_trainer_from_args(str(dataset_id), "3d_fullres", 0, device=torch.device("cpu")))
+    regions = train_one_iteration(
+        get_trainer_from_args(str(dataset_id), "3d_fullres", 0, device=torch.device("cpu"))
+    )
     plans = json.loads((Path(nnUNet_preprocessed) / name / "nnUNetPlans.json").read_text())
     dataset = json.loads((Path(nnUNet_preprocessed) / name / "dataset.json").read_text())
-    softmax_json = {**{k: v for k, v in dataset.items() if k != "regions_class_order"}, "labels": SOFTMAX_LABELS}
+    softmax_json = {
+        **{k: v for k, v in dataset.items() if k != "regions_class_order"},
+        "labels": SOFTMAX_LABELS,
+    }
 
     class nnUNetTrainerSoftmaxTest(nnUNetTrainer):  # its own results folder
         pass
 
     softmax = train_one_iteration(
-        nnUNetTrainerSoftmaxTest({**plans, "continue_training": False}, "3d_fullres", 0, softmax_json, torch.device("cpu"))
+        nnUNetTrainerSoftmaxTest(
+            {**plans, "continue_training": False}, "3d_fullres", 0, softmax_json, torch.device("cpu")
+        )
     )
     print(f"trained in {time.time() - began:.1f} s", flush=True)
 
@@ -78,7 +85,9 @@ def main() -> None:
     arrays = {"x": x.numpy()}
 
     # region model, as nnU-Net's own predictor builds and loads it from the results folder
-    predictor = nnUNetPredictor(device=torch.device("cpu"), perform_everything_on_device=False, allow_tqdm=False)
+    predictor = nnUNetPredictor(
+        device=torch.device("cpu"), perform_everything_on_device=False, allow_tqdm=False
+    )
     predictor.initialize_from_trained_model_folder(
         str(Path(nnUNet_results) / name / "nnUNetTrainer__nnUNetPlans__3d_fullres"), use_folds=(0,)
     )

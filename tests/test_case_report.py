@@ -51,11 +51,29 @@ def test_predict_report_for_an_ensemble_and_a_single_model(small_cohort, tmp_pat
     b = write_random_model(tmp_path / "b", seed=2)
     case = small_cohort / "SynSSA-s7-0001"
     out = tmp_path / "ens"
-    result = runner.invoke(app, ["predict", str(case), "--model", str(a), "--model", str(b), "--out", str(out),
-                                 "--tta", "none", "--report"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(case),
+            "--model",
+            str(a),
+            "--model",
+            str(b),
+            "--out",
+            str(out),
+            "--tta",
+            "none",
+            "--report",
+        ],
+    )
     assert result.exit_code == 0, result.output
     page = (out / "SynSSA-s7-0001_report.html").read_text()
-    assert "not for clinical use" in page and "Ensemble of 2 members" in page and "data:image/png;base64," in page
+    assert (
+        "not for clinical use" in page
+        and "Ensemble of 2 members" in page
+        and "data:image/png;base64," in page
+    )
     assert "worse than 3 mm" in page  # the cohort is at 4 mm
     uncertainty = nib.load(out / "SynSSA-s7-0001_uncertainty.nii.gz")
     reference = nib.load(case / "SynSSA-s7-0001-t1n.nii.gz")
@@ -63,7 +81,9 @@ def test_predict_report_for_an_ensemble_and_a_single_model(small_cohort, tmp_pat
     values = np.asarray(uncertainty.dataobj)
     assert values.min() >= 0 and values.max() <= 0.25 + 1e-6 and values.max() > 0
     single = tmp_path / "single"
-    result = runner.invoke(app, ["predict", str(case), "--model", str(a), "--out", str(single), "--tta", "none", "--report"])
+    result = runner.invoke(
+        app, ["predict", str(case), "--model", str(a), "--out", str(single), "--tta", "none", "--report"]
+    )
     assert result.exit_code == 0, result.output
     assert "Not available: a single model" in (single / "SynSSA-s7-0001_report.html").read_text()
     assert not (single / "SynSSA-s7-0001_uncertainty.nii.gz").exists()

@@ -16,7 +16,11 @@ LEGACY = {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair"}
 
 def _case_files(folder):
     case_id = folder.name
-    return case_id, {m: folder / f"{case_id}-{m}.nii.gz" for m in MODALITIES}, folder / f"{case_id}-seg.nii.gz"
+    return (
+        case_id,
+        {m: folder / f"{case_id}-{m}.nii.gz" for m in MODALITIES},
+        folder / f"{case_id}-seg.nii.gz",
+    )
 
 
 def _as_legacy(src_folder, dest_root, new_id="Brats18_TEST_001_1"):
@@ -63,7 +67,9 @@ def test_legacy_layout_maps_names_and_labels(small_cohort, tmp_path):
     result = discover_cases(tmp_path)
     (case,) = result.cases
     assert case.layout == "brats-legacy" and case.case_id == "Brats18_TEST_001_1"
-    assert case.images["t1c"].name.endswith("_t1ce.nii.gz") and case.images["t2f"].name.endswith("_flair.nii.gz")
+    assert case.images["t1c"].name.endswith("_t1ce.nii.gz") and case.images["t2f"].name.endswith(
+        "_flair.nii.gz"
+    )
     legacy = load_case(case)
     original = load_case(discover_cases(src).cases[0])
     assert np.array_equal(legacy.image, original.image)
@@ -84,7 +90,9 @@ def _as_nnunet(cohort, dest, channel_names, labels, remap):
             out[lab == canonical] = stored
         nib.save(nib.Nifti1Image(out, img.affine), dest / "labelsTr" / f"{case.case_id}.nii.gz")
     (dest / "dataset.json").write_text(
-        json.dumps({"channel_names": channel_names, "labels": labels, "numTraining": 4, "file_ending": ".nii.gz"})
+        json.dumps(
+            {"channel_names": channel_names, "labels": labels, "numTraining": 4, "file_ending": ".nii.gz"}
+        )
     )
 
 
@@ -109,11 +117,15 @@ def test_nnunet_layout_with_named_labels(small_cohort, tmp_path):
     labels = {"background": 0, "NETC": 1, "SNFH": 2, "ET": 3}
     _as_nnunet(small_cohort, tmp_path / "D", channels, labels, remap={1: 1, 2: 2, 3: 3})
     case = discover_cases(tmp_path / "D").cases[0]
-    assert np.array_equal(load_case(case).label, load_case(discover_cases(small_cohort / case.case_id).cases[0]).label)
+    assert np.array_equal(
+        load_case(case).label, load_case(discover_cases(small_cohort / case.case_id).cases[0]).label
+    )
 
 
 def test_nnunet_unknown_channel_name(small_cohort, tmp_path):
-    _as_nnunet(small_cohort, tmp_path / "D", {"0": "t1n", "1": "t1c", "2": "t2w", "3": "ADC"}, {"background": 0}, {})
+    _as_nnunet(
+        small_cohort, tmp_path / "D", {"0": "t1n", "1": "t1c", "2": "t2w", "3": "ADC"}, {"background": 0}, {}
+    )
     with pytest.raises(InputError, match="ADC"):
         discover_cases(tmp_path / "D")
 
@@ -163,7 +175,11 @@ def _load_error(folder) -> str:
     [
         ("t2w", lambda d, a: (d[:-2], a), "shape"),
         ("t1c", lambda d, a: (d, a @ np.diag([1.5, 1, 1, 1])), "spacing"),
-        ("t2f", lambda d, a: (d, a + np.array([[0, 0, 0, 5.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])), "affine"),
+        (
+            "t2f",
+            lambda d, a: (d, a + np.array([[0, 0, 0, 5.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])),
+            "affine",
+        ),
         ("t1n", lambda d, a: (np.where(d > d.max() * 0.5, np.nan, d), a), "NaN"),
         ("t1c", lambda d, a: (np.where(d > d.max() * 0.5, np.inf, d), a), "Inf"),
         ("t2w", lambda d, a: (np.zeros_like(d), a), "all zero"),

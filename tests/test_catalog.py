@@ -26,10 +26,14 @@ def test_every_bundled_card_matches_its_files():
         for _name, folder in card.group_paths():
             for member in find_members(folder).members:
                 state, info = read_model_files(member.path)
-                stored = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}
+                stored = {
+                    str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()
+                }
                 assert stored == {info.get("weights_dtype", "float32")}, member.path
         weights = card.weights()
-        assert weights is None or (len(weights) == len(card.group_paths()) and np.all(np.asarray(weights) > 0))
+        assert weights is None or (
+            len(weights) == len(card.group_paths()) and np.all(np.asarray(weights) > 0)
+        )
 
 
 def test_a_changed_or_added_file_is_refused(tmp_path):
@@ -55,7 +59,9 @@ def test_a_name_resolves_to_the_bundle_and_an_unknown_name_lists_the_known_ones(
     assert group.name == "demo" and group.card.name == "demo" and group.synthetic
     assert [m.path for m in group.members] == [m.path for m in find_members(DEMO_MODEL).members]
     assert group.provenance()["checksum_sha256"] == find_card("demo").checksum
-    by_path = resolve_models([str(DEMO_MODEL)])  # a folder is taken as a folder, checksum over its member files
+    by_path = resolve_models(
+        [str(DEMO_MODEL)]
+    )  # a folder is taken as a folder, checksum over its member files
     assert by_path.cards == [] and by_path.groups[0].synthetic  # its split names only phantoms
     with pytest.raises(InputError, match=r"bundled: .*demo"):
         resolve_models(["no-such-model"])
@@ -70,15 +76,18 @@ def test_demo_model_warns_on_a_scan_glioseg_did_not_make_and_records_provenance(
     results = {}
     for name, folder in (("synthetic", synthetic), ("other", real_like)):
         out = tmp_path / f"out-{name}"
-        result = runner.invoke(app, ["predict", str(folder), "--model", "demo", "--out", str(out), "--tta", "none",
-                                     "--report"])
+        result = runner.invoke(
+            app, ["predict", str(folder), "--model", "demo", "--out", str(out), "--tta", "none", "--report"]
+        )
         assert result.exit_code == 0, result.output
         record = json.loads((out / f"{case.case_id}.json").read_text())
         html = (out / f"{case.case_id}_report.html").read_text()
         results[name] = (result.output, record, html)
     output, record, html = results["other"]
     assert "WARNING: model 'demo' was trained only on glioseg's synthetic phantoms" in output
-    assert record["warnings"] and "synthetic phantoms" in record["warnings"][0] and "synthetic phantoms" in html
+    assert (
+        record["warnings"] and "synthetic phantoms" in record["warnings"][0] and "synthetic phantoms" in html
+    )
     output, record, html = results["synthetic"]
     assert "WARNING" not in output and record["warnings"] == []
     (model,) = record["models"]
@@ -108,28 +117,81 @@ def test_a_cross_validated_release_packages_into_a_scored_bundle(tmp_path):
     generate_cohort(data, 5, "ssa", seed=22, shape=(48, 48, 40), spacing=4.0)
     ids = sorted(p.name for p in data.iterdir())
     work.mkdir()
-    (work / "splits.json").write_text(json.dumps([{"train": ids[2:], "val": ids[:2]}, {"train": ids[:2], "val": ids[2:]}]))
-    tiny = ["--splits", str(work / "splits.json"), "--fold", "all", "--epochs", "1", "--iters-per-epoch", "2",
-            "--patch", "32,32,32", "--base-features", "8", "--no-augment", "--tta", "none"]
+    (work / "splits.json").write_text(
+        json.dumps([{"train": ids[2:], "val": ids[:2]}, {"train": ids[:2], "val": ids[2:]}])
+    )
+    tiny = [
+        "--splits",
+        str(work / "splits.json"),
+        "--fold",
+        "all",
+        "--epochs",
+        "1",
+        "--iters-per-epoch",
+        "2",
+        "--patch",
+        "32,32,32",
+        "--base-features",
+        "8",
+        "--no-augment",
+        "--tta",
+        "none",
+    ]
     for group, model in (("nnunet", "nnunet"), ("mednext", "mednext-s-k3")):
         result = runner.invoke(app, ["train", str(data), "--model", model, "--out", str(work / group), *tiny])
         assert result.exit_code == 0, result.output
-    steps = [["ensemble-weights", str(work / "nnunet"), str(work / "mednext"), "--out", str(work / "weights.json"),
-              "--data", str(data), "--oof-out", str(work / "oof-ensemble")],
-             ["postprocess", "tune", "--pred", str(work / "oof-ensemble"), "--gt", str(data), "--out", str(work / "pp.json")]]
+    steps = [
+        [
+            "ensemble-weights",
+            str(work / "nnunet"),
+            str(work / "mednext"),
+            "--out",
+            str(work / "weights.json"),
+            "--data",
+            str(data),
+            "--oof-out",
+            str(work / "oof-ensemble"),
+        ],
+        [
+            "postprocess",
+            "tune",
+            "--pred",
+            str(work / "oof-ensemble"),
+            "--gt",
+            str(data),
+            "--out",
+            str(work / "pp.json"),
+        ],
+    ]
     for step in steps:
         result = runner.invoke(app, step)
         assert result.exit_code == 0, result.output
     fields = tmp_path / "fields.json"
     fields.write_text(json.dumps({"version": "0.0.1", "summary": "test", "intended_use": "tests only"}))
     dest = tmp_path / "models"
-    result = runner.invoke(app, ["models", "package", str(work), "--name", "tiny", "--data", str(data),
-                                 "--card", str(fields), "--dest", str(dest)])
+    result = runner.invoke(
+        app,
+        [
+            "models",
+            "package",
+            str(work),
+            "--name",
+            "tiny",
+            "--data",
+            str(data),
+            "--card",
+            str(fields),
+            "--dest",
+            str(dest),
+        ],
+    )
     assert result.exit_code == 0, result.output
 
     card = read_card(dest / "tiny")
     card.verify()
-    assert [g["name"] for g in card.doc["groups"]] == ["nnunet", "mednext"] and card.doc["postprocess"] == "pp.json"
+    assert [g["name"] for g in card.doc["groups"]] == ["nnunet", "mednext"] and card.doc[
+        "postprocess"
+    ] == "pp.json"
     weights = json.loads((work / "weights.json").read_text())["models"]
     assert card.weights() == [[e["weights"][r] for r in ("WT", "TC", "ET")] for e in weights]
     stages = card.doc["results"]["stages"]
@@ -140,8 +202,12 @@ def test_a_cross_validated_release_packages_into_a_scored_bundle(tmp_path):
     assert stages["ensemble"]["WT"]["n"] == 5
     from glioseg.train.release import FP16_TOLERANCE
 
-    for entry, member in zip(card.doc["results"]["fp16"], find_members(dest / "tiny" / "nnunet").members, strict=False):
-        exact_enough = entry["fp16_max_probability_change"] <= FP16_TOLERANCE  # float16 only where it changes nothing
+    for entry, member in zip(
+        card.doc["results"]["fp16"], find_members(dest / "tiny" / "nnunet").members, strict=False
+    ):
+        exact_enough = (
+            entry["fp16_max_probability_change"] <= FP16_TOLERANCE
+        )  # float16 only where it changes nothing
         assert member.info["weights_dtype"] == ("float16" if exact_enough else "float32")
     resolved = resolve_models(["tiny"], catalog=dest)
     assert [g.name for g in resolved.groups] == ["nnunet", "mednext"] and len(resolved.groups[0].members) == 2

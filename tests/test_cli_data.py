@@ -17,7 +17,9 @@ def _commands() -> list[str]:
     names = [c.name or c.callback.__name__ for c in app.registered_commands]
     for group in app.registered_groups:
         names.append(group.name)
-        names += [f"{group.name} {c.name or c.callback.__name__}" for c in group.typer_instance.registered_commands]
+        names += [
+            f"{group.name} {c.name or c.callback.__name__}" for c in group.typer_instance.registered_commands
+        ]
     return names
 
 
@@ -38,8 +40,23 @@ def test_every_command_help_has_an_example(name):
 
 
 def test_synth_and_preview(tmp_path):
-    result = runner.invoke(app, ["synth", str(tmp_path / "d"), "-n", "2", "--domain", "ssa", "--seed", "3",
-                                 "--shape", "40,40,32", "--spacing", "4"])
+    result = runner.invoke(
+        app,
+        [
+            "synth",
+            str(tmp_path / "d"),
+            "-n",
+            "2",
+            "--domain",
+            "ssa",
+            "--seed",
+            "3",
+            "--shape",
+            "40,40,32",
+            "--spacing",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     folders = sorted((tmp_path / "d").iterdir())
     assert [f.name for f in folders] == ["SynSSA-s3-0001", "SynSSA-s3-0002"]

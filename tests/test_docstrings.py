@@ -32,7 +32,9 @@ def test_the_package_has_examples():
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
     if result.attempted == 0:
         pytest.skip(f"every example in {name} is marked +SKIP (it needs data or a trained model)")
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples failed in {name}"

@@ -75,7 +75,9 @@ def test_matching_lists_missing_unmatched_and_ambiguous(cohort):
     assert [p.case_id for p in m.pairs] == ["BraTS-SSA-00002-000", "Brats18_CBICA_ABM_1"]
     assert list(m.missing_predictions) == ["BraTS-SSA-00009-000"]
     assert list(m.unmatched_predictions) == ["BraTS-SSA-00077-000"]
-    assert list(m.problems) == ["BraTS-SSA-00003-000"] and "more than one file" in str(m.problems["BraTS-SSA-00003-000"])
+    assert list(m.problems) == ["BraTS-SSA-00003-000"] and "more than one file" in str(
+        m.problems["BraTS-SSA-00003-000"]
+    )
 
 
 def test_cli_writes_tables_that_match_the_api(cohort, tmp_path):
@@ -85,10 +87,25 @@ def test_cli_writes_tables_that_match_the_api(cohort, tmp_path):
     assert result.exit_code == 0, result.output
     assert "lesion-wise Dice" in result.output
     per_case = pd.read_csv(out / "per_case.csv")
-    assert per_case["case_id"].tolist() == ["BraTS-SSA-00002-000", "BraTS-SSA-00003-000", "Brats18_CBICA_ABM_1"]
+    assert per_case["case_id"].tolist() == [
+        "BraTS-SSA-00002-000",
+        "BraTS-SSA-00003-000",
+        "Brats18_CBICA_ABM_1",
+    ]
     for region in ("WT", "TC", "ET"):
-        for metric in ("lesionwise_dice", "lesionwise_hd95", "legacy_dice", "legacy_hd95", "sensitivity",
-                       "specificity", "n_tp", "n_fp", "n_fn", "gt_volume_mm3", "pred_volume_mm3"):
+        for metric in (
+            "lesionwise_dice",
+            "lesionwise_hd95",
+            "legacy_dice",
+            "legacy_hd95",
+            "sensitivity",
+            "specificity",
+            "n_tp",
+            "n_fp",
+            "n_fn",
+            "gt_volume_mm3",
+            "pred_volume_mm3",
+        ):
             assert f"{region}_{metric}" in per_case.columns
     # Same numbers as the array API on canonical labels (legacy ET = 4 mapped to 3).
     gt_abm = _labels(4)
@@ -102,10 +119,16 @@ def test_cli_writes_tables_that_match_the_api(cohort, tmp_path):
     lesions = pd.read_csv(out / "per_lesion.csv")
     assert set(lesions["kind"]) <= {"TP", "FN", "FP"} and set(lesions["region"]) == {"WT", "TC", "ET"}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["definition"] == "brats2024-ssa" and summary["cases_evaluated"] == 3 and summary["failures"] == []
+    assert (
+        summary["definition"] == "brats2024-ssa"
+        and summary["cases_evaluated"] == 3
+        and summary["failures"] == []
+    )
     et_dice = per_case["ET_lesionwise_dice"]
     stats = summary["metrics"]["ET"]["lesionwise_dice"]
-    assert stats["mean"] == pytest.approx(et_dice.mean()) and stats["median"] == pytest.approx(et_dice.median())
+    assert stats["mean"] == pytest.approx(et_dice.mean()) and stats["median"] == pytest.approx(
+        et_dice.median()
+    )
     assert stats["std"] == pytest.approx(et_dice.std(ddof=1)) and stats["n"] == 3
 
 
@@ -117,7 +140,11 @@ def test_bad_inputs_are_reported_and_the_rest_evaluated(cohort, tmp_path):
         "BraTS-SSA-00010-000": (np.zeros((24, 24, 21), np.uint8), AFFINE, "shape (24, 24, 21) differs"),
         "BraTS-SSA-00011-000": (_labels(11), shifted, "affine"),
         "BraTS-SSA-00012-000": (_labels(12).astype(np.float32) * 0.5, AFFINE, "not integers"),
-        "BraTS-SSA-00013-000": (np.where(_labels(13) == 2, 7, _labels(13)).astype(np.uint8), AFFINE, "outside {0,1,2,3,4}: 7"),
+        "BraTS-SSA-00013-000": (
+            np.where(_labels(13) == 2, 7, _labels(13)).astype(np.uint8),
+            AFFINE,
+            "outside {0,1,2,3,4}: 7",
+        ),
     }
     for case_id, (labels, affine, _) in bad.items():
         _save(_labels(20), gt / case_id / f"{case_id}-seg.nii.gz")
@@ -148,7 +175,9 @@ def test_bad_inputs_are_reported_and_the_rest_evaluated(cohort, tmp_path):
 def test_no_match_at_all_is_an_error(tmp_path):
     _save(_labels(1), tmp_path / "gt" / "CaseA" / "CaseA-seg.nii.gz")
     _save(_labels(1), tmp_path / "pred" / "CaseB.nii.gz")
-    result = runner.invoke(app, ["evaluate", "-p", str(tmp_path / "pred"), "-g", str(tmp_path / "gt"), "-o", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["evaluate", "-p", str(tmp_path / "pred"), "-g", str(tmp_path / "gt"), "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1
     assert "no prediction matches any of the 1 ground-truth case(s)" in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
@@ -156,18 +185,38 @@ def test_no_match_at_all_is_an_error(tmp_path):
 
 def test_file_and_folder_cannot_be_mixed(tmp_path, cohort):
     pred, gt = cohort
-    result = runner.invoke(app, ["evaluate", "-p", str(pred / "BraTS-SSA-00002-000.nii.gz"), "-g", str(gt), "-o", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "-p",
+            str(pred / "BraTS-SSA-00002-000.nii.gz"),
+            "-g",
+            str(gt),
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 1 and "two files or two folders" in result.output
 
 
 def test_two_files_and_definition_option(tmp_path, cohort):
     pred, gt = cohort
     out = tmp_path / "one"
-    result = runner.invoke(app, [
-        "evaluate", "-p", str(pred / "Brats18_CBICA_ABM_1-pred.nii.gz"),
-        "-g", str(gt / "Brats18_CBICA_ABM_1" / "Brats18_CBICA_ABM_1_seg.nii.gz"), "-o", str(out),
-        "--definition", "brats2023",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "-p",
+            str(pred / "Brats18_CBICA_ABM_1-pred.nii.gz"),
+            "-g",
+            str(gt / "Brats18_CBICA_ABM_1" / "Brats18_CBICA_ABM_1_seg.nii.gz"),
+            "-o",
+            str(out),
+            "--definition",
+            "brats2023",
+        ],
+    )
     assert result.exit_code == 0, result.output
     row = pd.read_csv(out / "per_case.csv").iloc[0]
     assert row["case_id"] == "Brats18_CBICA_ABM_1"

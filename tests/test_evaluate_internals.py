@@ -95,7 +95,10 @@ def test_read_labels_equals_load_label(tmp_path, data):
     assert fast.flags.f_contiguous == slow.flags.f_contiguous
 
 
-@pytest.mark.parametrize(("values", "message"), [([0, 3, 4], "mix ET = 3 and legacy ET = 4"), ([0, 1, 9], "outside"), ([0, -1], "outside")])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [([0, 3, 4], "mix ET = 3 and legacy ET = 4"), ([0, 1, 9], "outside"), ([0, -1], "outside")],
+)
 def test_read_labels_rejects_like_load_label(tmp_path, values, message):
     volume = np.zeros((6, 5, 4), np.int16)
     volume.flat[: len(values)] = values

@@ -21,7 +21,9 @@ N_VOXELS = 40**3
 BOTH = ("brats2023", "brats2024-ssa")
 
 
-def cube(labels: np.ndarray, start: tuple[int, int, int], size: int | tuple[int, int, int], value: int) -> np.ndarray:
+def cube(
+    labels: np.ndarray, start: tuple[int, int, int], size: int | tuple[int, int, int], value: int
+) -> np.ndarray:
     sizes = (size,) * 3 if isinstance(size, int) else size
     labels[tuple(slice(s, s + n) for s, n in zip(start, sizes, strict=True))] = value
     return labels
@@ -229,12 +231,22 @@ def test_empty_prediction_with_gt(definition):
     result = evaluate_labels(empty(), gt, definition=definition)
     assert result.regions["ET"].lesionwise_dice == 1.0  # nothing to find, nothing found
     tc = result.regions["TC"]
-    assert (tc.n_fn, tc.lesionwise_dice, tc.lesionwise_hd95, tc.legacy_hd95) == (1, 0.0, MISSED_HD95, MISSED_HD95)
+    assert (tc.n_fn, tc.lesionwise_dice, tc.lesionwise_hd95, tc.legacy_hd95) == (
+        1,
+        0.0,
+        MISSED_HD95,
+        MISSED_HD95,
+    )
 
 
 @pytest.mark.parametrize(
     ("spacing", "axis", "expected"),
-    [((1.0, 1.0, 3.0), 2, 3.0), ((1.0, 1.0, 3.0), 0, 1.0), ((0.5, 2.0, 2.0), 0, 0.5), ((1.0, 2.5, 1.0), 1, 2.5)],
+    [
+        ((1.0, 1.0, 3.0), 2, 3.0),
+        ((1.0, 1.0, 3.0), 0, 1.0),
+        ((0.5, 2.0, 2.0), 0, 0.5),
+        ((1.0, 2.5, 1.0), 1, 2.5),
+    ],
 )
 def test_hd95_honours_anisotropic_spacing(spacing, axis, expected):
     a = cube(np.zeros((30, 30, 30), bool), (10, 10, 10), 6, 1)

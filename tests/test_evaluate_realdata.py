@@ -15,7 +15,15 @@ import pytest
 from glioseg.evaluate.runner import evaluate
 
 EXPECTED = Path(__file__).parent / "data" / "brats2018_official_metrics.csv"
-FLOAT_METRICS = ("lesionwise_dice", "lesionwise_hd95", "legacy_dice", "legacy_hd95", "sensitivity", "specificity", "gt_volume_mm3")
+FLOAT_METRICS = (
+    "lesionwise_dice",
+    "lesionwise_hd95",
+    "legacy_dice",
+    "legacy_hd95",
+    "sensitivity",
+    "specificity",
+    "gt_volume_mm3",
+)
 COUNT_METRICS = ("n_tp", "n_fp", "n_fn")
 
 pytestmark = pytest.mark.realdata

@@ -20,9 +20,16 @@ def test_tiny_transfer_experiment_fills_its_report_and_resumes(tmp_path):
     results = json.loads((out / "results.json").read_text())
     keys = [arm["key"] for arm in results["arms"]]
     assert keys == [
-        "nnunet-scratch", "nnunet-pretrained", "nnunet-ft-random", "nnunet-ft-stratified",
-        "mednext-scratch", "mednext-pretrained", "mednext-ft-random", "mednext-ft-stratified",
-        "ensemble", "ensemble-pp",
+        "nnunet-scratch",
+        "nnunet-pretrained",
+        "nnunet-ft-random",
+        "nnunet-ft-stratified",
+        "mednext-scratch",
+        "mednext-pretrained",
+        "mednext-ft-random",
+        "mednext-ft-stratified",
+        "ensemble",
+        "ensemble-pp",
     ]
     report = (out / "report.md").read_text()
     for arm in results["arms"]:

@@ -30,8 +30,16 @@ def cohorts(tmp_path_factory):
     splits = [{"train": ids[2:], "val": ids[:2]}, {"train": ids[:2], "val": ids[2:]}]
     (root / "splits.json").write_text(json.dumps(splits))
     pretrained = train(
-        TrainOptions(data=str(root / "source"), model="nnunet", out=str(root / "pretrained"), epochs=4,
-                     iters_per_epoch=8, seed=1, val_every=4, **TINY),
+        TrainOptions(
+            data=str(root / "source"),
+            model="nnunet",
+            out=str(root / "pretrained"),
+            epochs=4,
+            iters_per_epoch=8,
+            seed=1,
+            val_every=4,
+            **TINY,
+        ),
         printer=lambda line: None,
     )
     return root, pretrained.run_dir
@@ -53,15 +61,30 @@ class _FirstLoss(L.Callback):
 
 def test_finetuning_starts_at_the_pretrained_models_loss(cohorts):
     root, pretrained = cohorts
-    common = dict(data=str(root / "target"), splits=str(root / "splits.json"), fold="0", epochs=1,
-                  iters_per_epoch=2, seed=4, **TINY)
+    common = dict(
+        data=str(root / "target"),
+        splits=str(root / "splits.json"),
+        fold="0",
+        epochs=1,
+        iters_per_epoch=2,
+        seed=4,
+        **TINY,
+    )
     fine, scratch = _FirstLoss(), _FirstLoss()
     lines = []
-    train(TrainOptions(model="", out=str(root / "ft"), pretrained=str(pretrained), **common), printer=lines.append,
-          extra_callbacks=[fine])
-    train(TrainOptions(model="nnunet", out=str(root / "scratch"), **common), printer=lambda line: None,
-          extra_callbacks=[scratch])
-    assert any("pre-trained weights loaded; 0 tensor(s) keep a fresh initialisation" in line for line in lines)
+    train(
+        TrainOptions(model="", out=str(root / "ft"), pretrained=str(pretrained), **common),
+        printer=lines.append,
+        extra_callbacks=[fine],
+    )
+    train(
+        TrainOptions(model="nnunet", out=str(root / "scratch"), **common),
+        printer=lambda line: None,
+        extra_callbacks=[scratch],
+    )
+    assert any(
+        "pre-trained weights loaded; 0 tensor(s) keep a fresh initialisation" in line for line in lines
+    )
     # the same batch through the pre-trained network, outside the training run
     from glioseg.models import ModelConfig, build_model
     from glioseg.models.checkpoint import load_weights
@@ -84,8 +107,14 @@ def test_finetuning_starts_at_the_pretrained_models_loss(cohorts):
 
 def test_finetuning_keeps_the_plan_and_architecture(cohorts, tmp_path):
     root, pretrained = cohorts
-    base = dict(data=str(root / "target"), out=str(tmp_path / "x"), pretrained=str(pretrained), epochs=1,
-                iters_per_epoch=1, progress_bar=False)
+    base = dict(
+        data=str(root / "target"),
+        out=str(tmp_path / "x"),
+        pretrained=str(pretrained),
+        epochs=1,
+        iters_per_epoch=1,
+        progress_bar=False,
+    )
     with pytest.raises(ConfigError, match="keeps the pre-trained architecture"):
         prepare(TrainOptions(model="mednext-s-k3", **base))
     with pytest.raises(ConfigError, match="keeps the pre-trained spacing"):
@@ -96,8 +125,18 @@ def test_finetuning_keeps_the_plan_and_architecture(cohorts, tmp_path):
 
 def test_cross_validation_writes_out_of_fold_predictions_and_resumes(cohorts):
     root, pretrained = cohorts
-    options = TrainOptions(data=str(root / "target"), model="", out=str(root / "cv-ft"), splits=str(root / "splits.json"),
-                           fold="all", epochs=1, iters_per_epoch=2, pretrained=str(pretrained), seed=2, **TINY)
+    options = TrainOptions(
+        data=str(root / "target"),
+        model="",
+        out=str(root / "cv-ft"),
+        splits=str(root / "splits.json"),
+        fold="all",
+        epochs=1,
+        iters_per_epoch=2,
+        pretrained=str(pretrained),
+        seed=2,
+        **TINY,
+    )
     summary = cross_validate(options, tta="none", printer=lambda line: None)
     cv = root / "cv-ft"
     ids = sorted(p.name for p in (root / "target").iterdir())
@@ -116,28 +155,65 @@ def test_cross_validation_writes_out_of_fold_predictions_and_resumes(cohorts):
 
 def test_ensemble_weights_from_cv_and_weighted_prediction(cohorts, tmp_path):
     root, _ = cohorts
-    scratch = TrainOptions(data=str(root / "target"), model="nnunet", out=str(root / "cv-scratch"),
-                           splits=str(root / "splits.json"), fold="all", epochs=1, iters_per_epoch=2, seed=3, **TINY)
+    scratch = TrainOptions(
+        data=str(root / "target"),
+        model="nnunet",
+        out=str(root / "cv-scratch"),
+        splits=str(root / "splits.json"),
+        fold="all",
+        epochs=1,
+        iters_per_epoch=2,
+        seed=3,
+        **TINY,
+    )
     cross_validate(scratch, tta="none", printer=lambda line: None)
     if not (root / "cv-ft" / "cv_summary.json").exists():
         pytest.skip("needs the fine-tuned CV run of the previous test")
     runner = CliRunner()
     weights = tmp_path / "weights.json"
     oof = tmp_path / "oof-ensemble"
-    result = runner.invoke(app, ["ensemble-weights", str(root / "cv-ft"), str(root / "cv-scratch"), "--out", str(weights),
-                                 "--data", str(root / "target"), "--oof-out", str(oof)])
+    result = runner.invoke(
+        app,
+        [
+            "ensemble-weights",
+            str(root / "cv-ft"),
+            str(root / "cv-scratch"),
+            "--out",
+            str(weights),
+            "--data",
+            str(root / "target"),
+            "--oof-out",
+            str(oof),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert len(list(oof.glob("*.nii.gz"))) == 5
     doc = json.loads(weights.read_text())
-    summaries = [json.loads((root / d / "cv_summary.json").read_text())["overall"] for d in ("cv-ft", "cv-scratch")]
+    summaries = [
+        json.loads((root / d / "cv_summary.json").read_text())["overall"] for d in ("cv-ft", "cv-scratch")
+    ]
     for region in ("WT", "TC", "ET"):
         scores = np.array([s[region]["lesionwise_dice"] for s in summaries])
         got = np.array([m["weights"][region] for m in doc["models"]])
         assert got.sum() == pytest.approx(1.0)
         if scores.sum() > 0:
             assert got == pytest.approx(scores / scores.sum())
-    result = runner.invoke(app, ["predict", str(root / "target" / sorted(p.name for p in (root / "target").iterdir())[0]),
-                                 "--model", str(root / "cv-ft"), "--model", str(root / "cv-scratch"),
-                                 "--weights", str(weights), "--tta", "none", "--out", str(tmp_path / "pred")])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(root / "target" / sorted(p.name for p in (root / "target").iterdir())[0]),
+            "--model",
+            str(root / "cv-ft"),
+            "--model",
+            str(root / "cv-scratch"),
+            "--weights",
+            str(weights),
+            "--tta",
+            "none",
+            "--out",
+            str(tmp_path / "pred"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 1

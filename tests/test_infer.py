@@ -44,7 +44,10 @@ def oblique_case(tmp_path_factory):
 
 
 def test_output_grid_equals_input_grid(oblique_case, random_model, tmp_path):
-    result = runner.invoke(app, ["predict", str(oblique_case), "--model", str(random_model), "--out", str(tmp_path), "--tta", "none"])
+    result = runner.invoke(
+        app,
+        ["predict", str(oblique_case), "--model", str(random_model), "--out", str(tmp_path), "--tta", "none"],
+    )
     assert result.exit_code == 0, result.output
     out = nib.load(tmp_path / f"{oblique_case.name}.nii.gz")
     ref = nib.load(oblique_case / f"{oblique_case.name}-t1n.nii.gz")
@@ -83,7 +86,9 @@ def test_flip_tta_of_a_mirror_symmetric_input_is_symmetric():
     assert not np.allclose(plain, plain[:, ::-1])  # the network itself is not symmetric
     flipped = predict_probabilities(net, image, (16, 16, 16), 0.5, [(), (0,)])
     assert np.allclose(flipped, flipped[:, ::-1], atol=1e-6)
-    full = predict_probabilities(net, np.ascontiguousarray(image[:, :, :, ::-1] + image), (16, 16, 16), 0.5, tta_flips("full"))
+    full = predict_probabilities(
+        net, np.ascontiguousarray(image[:, :, :, ::-1] + image), (16, 16, 16), 0.5, tta_flips("full")
+    )
     assert np.allclose(full, full[:, ::-1], atol=1e-6) and np.allclose(full, full[:, :, :, ::-1], atol=1e-6)
 
 
@@ -117,13 +122,16 @@ def test_fold_ensemble_is_the_mean_of_its_members(small_cohort, tmp_path):
     assert [m.name for m in group.members] == ["fold_0", "fold_1"]
     both = segment_case(data, [group], tta="none", track_variance=True)
     singles = [segment_case(data, [find_members(folds / f)], tta="none") for f in ("fold_0", "fold_1")]
-    assert np.allclose(both.probabilities, (singles[0].probabilities + singles[1].probabilities) / 2, atol=1e-6)
+    assert np.allclose(
+        both.probabilities, (singles[0].probabilities + singles[1].probabilities) / 2, atol=1e-6
+    )
     expected_var = ((singles[0].probabilities - singles[1].probabilities) / 2) ** 2
     assert np.allclose(both.member_probabilities_variance, expected_var, atol=1e-5)
     # without variance tracking the members are summed on the plan grid and restored once
     summed_first = segment_case(data, [group, find_members(folds / "fold_0")], weights=[0.7, 0.3], tta="none")
-    restored_each = segment_case(data, [group, find_members(folds / "fold_0")], weights=[0.7, 0.3], tta="none",
-                                 track_variance=True)
+    restored_each = segment_case(
+        data, [group, find_members(folds / "fold_0")], weights=[0.7, 0.3], tta="none", track_variance=True
+    )
     assert np.abs(summed_first.probabilities - restored_each.probabilities).max() < 1e-6
     assert np.array_equal(summed_first.labels, restored_each.labels)
 
@@ -133,8 +141,9 @@ def test_batched_windows_equal_one_window_per_call(small_cohort, random_model):
     from glioseg.infer.windows import window_batch_size
 
     member = find_members(random_model).members[0]
-    image, _, _ = preprocess_case(load_case(discover_cases(small_cohort).cases[0], with_label=False),
-                                  member.plan["target_spacing"])
+    image, _, _ = preprocess_case(
+        load_case(discover_cases(small_cohort).cases[0], with_label=False), member.plan["target_spacing"]
+    )
     network = member.load()
     patch = member.plan["patch_size"]
     assert window_batch_size(patch) == 2
@@ -158,8 +167,20 @@ def test_batch_with_a_corrupt_case_finishes_the_rest(small_cohort, random_model,
     bad.write_bytes(bad.read_bytes()[:400])
     (data / "SynSSA-s7-0004" / "SynSSA-s7-0004-t2w.nii.gz").unlink()
     out = tmp_path / "out"
-    result = runner.invoke(app, ["predict", str(data), "--model", str(random_model), "--out", str(out), "--tta", "none",
-                                 "--save-probabilities"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(data),
+            "--model",
+            str(random_model),
+            "--out",
+            str(out),
+            "--tta",
+            "none",
+            "--save-probabilities",
+        ],
+    )
     assert result.exit_code == 1
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["SynSSA-s7-0001.nii.gz", "SynSSA-s7-0003.nii.gz"]
     assert "2 case(s) failed" in result.output and str(bad) in result.output.replace("\n", "")
@@ -172,10 +193,15 @@ def test_batch_with_a_corrupt_case_finishes_the_rest(small_cohort, random_model,
 def test_four_files_by_modality(small_cohort, random_model, tmp_path):
     case = discover_cases(small_cohort).cases[2]
     flags = [x for m in ("t1n", "t1c", "t2w", "t2f") for x in (f"--{m}", str(case.images[m]))]
-    result = runner.invoke(app, ["predict", *flags, "--model", str(random_model), "--out", str(tmp_path), "--tta", "none"])
+    result = runner.invoke(
+        app, ["predict", *flags, "--model", str(random_model), "--out", str(tmp_path), "--tta", "none"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / f"{case.case_id}.nii.gz").exists()
-    missing = runner.invoke(app, ["predict", "--t1n", str(case.images["t1n"]), "--model", str(random_model), "--out", str(tmp_path)])
+    missing = runner.invoke(
+        app,
+        ["predict", "--t1n", str(case.images["t1n"]), "--model", str(random_model), "--out", str(tmp_path)],
+    )
     assert missing.exit_code == 1 and "missing --t1c" in missing.output
 
 
@@ -192,7 +218,9 @@ def test_model_mismatches_are_reported(random_model, tmp_path, small_cohort):
     doc = json.loads((wrong_weights / "model.json").read_text())
     doc["model_config"]["arch_kwargs"]["features_per_stage"] = [8, 16, 32, 64]
     (wrong_weights / "model.json").write_text(json.dumps(doc))
-    result = runner.invoke(app, ["predict", str(small_cohort), "--model", str(wrong_weights), "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["predict", str(small_cohort), "--model", str(wrong_weights), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1 and "weights do not match" in result.output
     assert not (tmp_path / "o").exists()
     no_spacing = tmp_path / "spacing"
@@ -215,7 +243,9 @@ def test_bundled_demo_model_segments_a_fresh_synthetic_case():
 
     case = generate_case(999, 1, "ssa")
     reference = nib.Nifti1Image(case.image[0], case.affine)
-    prediction = segment_case(CaseData(case.case_id, case.image, None, reference), [find_members(DEMO_MODEL)], tta="flip")
+    prediction = segment_case(
+        CaseData(case.case_id, case.image, None, reference), [find_members(DEMO_MODEL)], tta="flip"
+    )
     wt_pred, wt_true = prediction.labels > 0, case.label > 0
     dice = 2 * (wt_pred & wt_true).sum() / (wt_pred.sum() + wt_true.sum())
     assert dice > 0.6

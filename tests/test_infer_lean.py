@@ -80,8 +80,13 @@ def test_lean_forward_holds_fewer_full_resolution_tensors():
     full_res_kib = 16 * 96**3 * 4 / 1024  # one full-resolution 16-channel float32 map
 
     def growth(variant: str) -> float:
-        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT.format(tests=tests), variant], capture_output=True,
-                             text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT.format(tests=tests), variant],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         return float(out.stdout.strip().splitlines()[-1]) / full_res_kib
 
     module_maps, lean_maps = growth("module"), growth("lean")

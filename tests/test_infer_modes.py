@@ -31,12 +31,19 @@ def test_whole_pass_of_a_lean_network_takes_the_crop_at_its_own_size(tmp_path):
     image = np.random.default_rng(1).standard_normal((4, 21, 30, 17)).astype(np.float32)
     sizes = []
     network.register_forward_pre_hook(lambda module, args: sizes.append(tuple(args[0].shape[2:])))
-    crop_norms = {"window_norm": False}  # the crop's own statistics, padding included (see test_window_norm.py)
+    crop_norms = {
+        "window_norm": False
+    }  # the crop's own statistics, padding included (see test_window_norm.py)
     native = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, **crop_norms)
-    padded = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, native_size=False,
-                                   **crop_norms)
-    module = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, lean=False, **crop_norms)
-    assert sizes == [(24, 32, 24)]  # only the module's own forward ran (padded); the lean passes call its parts
+    padded = predict_probabilities(
+        network, image, (32, 32, 32), window="whole", divisor=8, native_size=False, **crop_norms
+    )
+    module = predict_probabilities(
+        network, image, (32, 32, 32), window="whole", divisor=8, lean=False, **crop_norms
+    )
+    assert sizes == [
+        (24, 32, 24)
+    ]  # only the module's own forward ran (padded); the lean passes call its parts
     with torch.inference_mode():
         direct = torch.sigmoid(lean_forward(network, torch.from_numpy(image)[None]))[0].numpy()
     assert native.shape == padded.shape == (3, 21, 30, 17)
@@ -57,7 +64,10 @@ def test_modes_and_overrides():
     assert (fast.tta, fast.window, fast.members_per_group) == ("none", "whole", 1)
     assert PredictOptions.from_mode("fast", tta="flip").tta == "flip"
     assert resolve_mode("reference").tta == "full" and resolve_mode("accurate").tta == "spread"
-    assert resolve_mode("accurate").window == "sliding" and resolve_mode("accurate", window="whole").window == "whole"
+    assert (
+        resolve_mode("accurate").window == "sliding"
+        and resolve_mode("accurate", window="whole").window == "whole"
+    )
     with pytest.raises(ConfigError, match="unknown mode"):
         resolve_mode("turbo")
 
@@ -90,13 +100,21 @@ def test_channels_last_is_chosen_per_architecture(small_cohort, tmp_path, monkey
     from glioseg.infer import ensemble
 
     data = load_case(discover_cases(small_cohort).cases[0], with_label=False)
-    groups = [find_members(write_random_model(tmp_path / name, seed=5, name=name)) for name in ("nnunet", "mednext-s-k3")]
+    groups = [
+        find_members(write_random_model(tmp_path / name, seed=5, name=name))
+        for name in ("nnunet", "mednext-s-k3")
+    ]
     layouts = []
     original = ensemble.predict_probabilities
 
     def spy(network, *args, channels_last=False, **kwargs):
-        layouts.append((type(network).__name__, channels_last,
-                        next(network.parameters()).is_contiguous(memory_format=torch.channels_last_3d)))
+        layouts.append(
+            (
+                type(network).__name__,
+                channels_last,
+                next(network.parameters()).is_contiguous(memory_format=torch.channels_last_3d),
+            )
+        )
         return original(network, *args, channels_last=channels_last, **kwargs)
 
     monkeypatch.setattr(ensemble, "predict_probabilities", spy)

@@ -9,7 +9,11 @@ from glioseg.errors import InputError
 
 
 def _reference(tmp_path, affine=None, dtype=np.int16):
-    affine = np.array([[-1.0, 0, 0, 10], [0, -1.2, 0, 239], [0, 0, 2.5, -3], [0, 0, 0, 1]]) if affine is None else affine
+    affine = (
+        np.array([[-1.0, 0, 0, 10], [0, -1.2, 0, 239], [0, 0, 2.5, -3], [0, 0, 0, 1]])
+        if affine is None
+        else affine
+    )
     img = nib.Nifti1Image(np.arange(6 * 7 * 5, dtype=dtype).reshape(6, 7, 5), affine)
     img.set_qform(affine, 2)
     img.set_sform(affine, 1)

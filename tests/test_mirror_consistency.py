@@ -18,9 +18,19 @@ PATCH = 16
 def _module(weight: float, seed: int = 0, crop: float = 1.0) -> SegmentationModule:
     torch.manual_seed(seed)
     config = model_config("nnunet", 3, base_features=4)
-    plan = Plan(model="nnunet", target_spacing=[4.0] * 3, patch_size=[PATCH] * 3, batch_size=2, n_stages=3,
-                base_features=4, max_features=320, memory_budget_gib=1.0, estimated_memory_gib=0.1,
-                median_shape=[PATCH] * 3, model_config=config.to_dict())
+    plan = Plan(
+        model="nnunet",
+        target_spacing=[4.0] * 3,
+        patch_size=[PATCH] * 3,
+        batch_size=2,
+        n_stages=3,
+        base_features=4,
+        max_features=320,
+        memory_budget_gib=1.0,
+        estimated_memory_gib=0.1,
+        median_shape=[PATCH] * 3,
+        model_config=config.to_dict(),
+    )
     return SegmentationModule(plan, RECIPES["nnunet"].with_(mirror_consistency=weight, consistency_crop=crop))
 
 
@@ -40,8 +50,10 @@ def _mirror_gap(module: SegmentationModule, image: torch.Tensor) -> float:
     module.eval()
     with torch.no_grad():
         logits = module(image)
-        gaps = [float(mirror_consistency(logits, module(image.flip(axes)), axes))
-                for axes in ((2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))]
+        gaps = [
+            float(mirror_consistency(logits, module(image.flip(axes)), axes))
+            for axes in ((2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
+        ]
     module.train()
     return sum(gaps) / len(gaps)
 
@@ -79,12 +91,15 @@ def test_training_step_adds_weighted_term_on_a_mirrored_pair():
         target = torch.cat([batch["target"], batch["target"].flip(axes)])
         outputs = module.network(image)
         logits = first_output(outputs)
-        expected = DeepSupervisionLoss()(outputs, target) + 3.0 * mirror_consistency(logits[:2], logits[2:], axes)
+        expected = DeepSupervisionLoss()(outputs, target) + 3.0 * mirror_consistency(
+            logits[:2], logits[2:], axes
+        )
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     plain = _module(weight=0.0).training_step(batch, 0)
     with torch.no_grad():
-        assert float(plain) == pytest.approx(float(DeepSupervisionLoss()(module.network(batch["image"]), batch["target"])),
-                                             rel=1e-5)
+        assert float(plain) == pytest.approx(
+            float(DeepSupervisionLoss()(module.network(batch["image"]), batch["target"])), rel=1e-5
+        )
 
 
 def test_paired_crop_respects_the_network_stride_and_the_patch():
@@ -109,8 +124,10 @@ def test_cropped_pair_step_compares_the_overlap():
     with torch.no_grad():
         outputs = module.network(batch["image"])
         paired = module.network(batch["image"][box].flip(axes))
-        seg = 0.5 * (DeepSupervisionLoss()(outputs, batch["target"])
-                     + DeepSupervisionLoss()(paired, batch["target"][box].flip(axes)))
+        seg = 0.5 * (
+            DeepSupervisionLoss()(outputs, batch["target"])
+            + DeepSupervisionLoss()(paired, batch["target"][box].flip(axes))
+        )
         expected = seg + 2.0 * mirror_consistency(first_output(outputs)[box], first_output(paired), axes)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
 
@@ -119,8 +136,15 @@ def test_bad_consistency_settings_fail_before_training(small_cohort, tmp_path):
     from glioseg.train.run import TrainOptions, prepare
 
     for weight, crop in ((-1.0, 1.0), (1.0, 0.0), (1.0, 1.5)):
-        options = TrainOptions(data=str(small_cohort), model="nnunet", out=str(tmp_path / "run"), patch=[16, 16, 16],
-                               base_features=4, mirror_consistency=weight, consistency_crop=crop)
+        options = TrainOptions(
+            data=str(small_cohort),
+            model="nnunet",
+            out=str(tmp_path / "run"),
+            patch=[16, 16, 16],
+            base_features=4,
+            mirror_consistency=weight,
+            consistency_crop=crop,
+        )
         with pytest.raises(ConfigError, match="consistency"):
             prepare(options, printer=lambda line: None)
     assert not (tmp_path / "run").exists()
@@ -166,12 +190,30 @@ def test_cli_flags_reach_the_recipe_and_the_logs(small_cohort, tmp_path):
     from glioseg.train.callbacks import read_metrics
 
     runner = CliRunner()
-    common = ["train", str(small_cohort), "--model", "nnunet", "--patch", "16,16,16", "--base-features", "4",
-              "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "1", "--cache", str(tmp_path / "cache")]
+    common = [
+        "train",
+        str(small_cohort),
+        "--model",
+        "nnunet",
+        "--patch",
+        "16,16,16",
+        "--base-features",
+        "4",
+        "--epochs",
+        "1",
+        "--iters-per-epoch",
+        "2",
+        "--batch-size",
+        "1",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
     bad = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--consistency-crop", "0"])
     assert bad.exit_code == 1 and "--consistency-crop in (0, 1]" in bad.output.replace("\n", " ")
-    ok = runner.invoke(app, [*common, "--out", str(tmp_path / "run"), "--mirror-consistency", "5",
-                             "--consistency-crop", "0.5"])
+    ok = runner.invoke(
+        app,
+        [*common, "--out", str(tmp_path / "run"), "--mirror-consistency", "5", "--consistency-crop", "0.5"],
+    )
     assert ok.exit_code == 0, ok.output
     recipe = json.loads((tmp_path / "run" / "model.json").read_text())["recipe"]
     assert recipe["mirror_consistency"] == 5.0 and recipe["consistency_crop"] == 0.5
@@ -183,14 +225,26 @@ def test_mednext_trains_in_channels_last_on_the_cpu_with_the_same_loss():
     """The layout is a speed lever only (glioseg.models.prefers_channels_last): same loss, same gradients."""
     torch.manual_seed(0)
     config = model_config("mednext-s-k3", 3, base_features=4)
-    plan = Plan(model="mednext-s-k3", target_spacing=[4.0] * 3, patch_size=[PATCH] * 3, batch_size=2, n_stages=3,
-                base_features=4, max_features=320, memory_budget_gib=1.0, estimated_memory_gib=0.1,
-                median_shape=[PATCH] * 3, model_config=config.to_dict())
+    plan = Plan(
+        model="mednext-s-k3",
+        target_spacing=[4.0] * 3,
+        patch_size=[PATCH] * 3,
+        batch_size=2,
+        n_stages=3,
+        base_features=4,
+        max_features=320,
+        memory_budget_gib=1.0,
+        estimated_memory_gib=0.1,
+        median_shape=[PATCH] * 3,
+        model_config=config.to_dict(),
+    )
     plain = SegmentationModule(plan, RECIPES["mednext"])
     fast = SegmentationModule(plan, RECIPES["mednext"])
     fast.load_state_dict(plain.state_dict())
     fast.on_fit_start()
-    conv = next(m for m in fast.network.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (1, 1, 1))
+    conv = next(
+        m for m in fast.network.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (1, 1, 1)
+    )
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
     batch = _batch(4)
     losses = [module.training_step(batch, 0) for module in (plain, fast)]

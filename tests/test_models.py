@@ -92,7 +92,9 @@ def test_memory_estimate_grows_with_patch_and_batch():
     small = estimate_training_memory(config, (32, 32, 32), 2)
     large = estimate_training_memory(config, (64, 64, 64), 2)
     assert large.activations_gib == pytest.approx(8 * small.activations_gib, rel=0.05)
-    assert estimate_training_memory(config, (32, 32, 32), 4).activations_gib == pytest.approx(2 * small.activations_gib)
+    assert estimate_training_memory(config, (32, 32, 32), 4).activations_gib == pytest.approx(
+        2 * small.activations_gib
+    )
 
 
 def test_tree_round_trip_and_refusal(tmp_path):

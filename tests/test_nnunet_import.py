@@ -42,7 +42,10 @@ NETWORKS = {
 
 def _arch_kwargs(network="PlainConvUNet"):
     kwargs = nnunet_arch_kwargs(
-        3, base_features=4, kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 1]], strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+        3,
+        base_features=4,
+        kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 1]],
+        strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
         residual_encoder=network == "ResidualEncoderUNet",
     )
     kwargs["nonlin"] = "torch.nn.LeakyReLU"  # how nnU-Net's plans spell it
@@ -58,9 +61,19 @@ def _network(heads, network="PlainConvUNet", seed=0):
     return network.eval()
 
 
-def write_results(root, labels, *, channel_names=SHUFFLED, transpose_forward=(2, 0, 1), reader="SimpleITKIO",
-                  normalization="ZScoreNormalization", weights=None, name="nnUNetTrainer__nnUNetPlans__3d_fullres",
-                  fold=0, network_class="PlainConvUNet"):
+def write_results(
+    root,
+    labels,
+    *,
+    channel_names=SHUFFLED,
+    transpose_forward=(2, 0, 1),
+    reader="SimpleITKIO",
+    normalization="ZScoreNormalization",
+    weights=None,
+    name="nnUNetTrainer__nnUNetPlans__3d_fullres",
+    fold=0,
+    network_class="PlainConvUNet",
+):
     """An nnU-Net results folder; returns (trainer folder, nnU-Net-side network)."""
     heads = (len(labels) - 1) if any(isinstance(v, list) for v in labels.values()) else len(labels)
     network = _network(heads, network_class)
@@ -90,7 +103,9 @@ def write_results(root, labels, *, channel_names=SHUFFLED, transpose_forward=(2,
     }
     (folder / "plans.json").write_text(json.dumps(plans))
     (folder / "dataset.json").write_text(
-        json.dumps({"channel_names": channel_names, "labels": labels, "numTraining": 5, "file_ending": ".nii.gz"})
+        json.dumps(
+            {"channel_names": channel_names, "labels": labels, "numTraining": 5, "file_ending": ".nii.gz"}
+        )
     )
     checkpoint = {
         "network_weights": weights if weights is not None else network.state_dict(),
@@ -125,7 +140,10 @@ def _x():
 def test_region_model_outputs_are_reordered_to_wt_tc_et(tmp_path, network_class):
     folder, nn_net = write_results(tmp_path, REGIONS_SHUFFLED, network_class=network_class)
     imported = import_nnunet(folder, fold=0)
-    assert imported.plan["model"] == {"PlainConvUNet": "nnunet", "ResidualEncoderUNet": "nnunet-resenc"}[network_class]
+    assert (
+        imported.plan["model"]
+        == {"PlainConvUNet": "nnunet", "ResidualEncoderUNet": "nnunet-resenc"}[network_class]
+    )
     network = build_model(imported.config, deep_supervision=True).eval()
     load_weights(network, imported.state_dict, folder)
     x_n = _x()
@@ -172,8 +190,12 @@ def test_softmax_model_gives_exact_region_probabilities_and_saves_like_any_model
 
 
 def test_channel_names_are_matched_or_given(tmp_path):
-    folder, _ = write_results(tmp_path, REGIONS_SHUFFLED, channel_names={"0": "a", "1": "b", "2": "c", "3": "d"})
-    with pytest.raises(ConfigError, match=r"cannot match nnU-Net channels \['a', 'b', 'c', 'd'\].*--channels"):
+    folder, _ = write_results(
+        tmp_path, REGIONS_SHUFFLED, channel_names={"0": "a", "1": "b", "2": "c", "3": "d"}
+    )
+    with pytest.raises(
+        ConfigError, match=r"cannot match nnU-Net channels \['a', 'b', 'c', 'd'\].*--channels"
+    ):
         import_nnunet(folder)
     imported = import_nnunet(folder, channels=["t2f", "t1n", "t1c", "t2w"])
     assert imported.imported_from["channel_source"] == {"t1n": 1, "t1c": 2, "t2w": 3, "t2f": 0}
@@ -192,9 +214,9 @@ def test_unsupported_models_are_refused_with_the_reason(tmp_path):
     folder, _ = write_results(tmp_path / "c", {"background": 0, "a": 1, "b": 2, "c": 3})
     with pytest.raises(ConfigError, match="--tissue-labels"):
         import_nnunet(folder)
-    assert import_nnunet(folder, tissue_labels={"NETC": 1, "SNFH": 2, "ET": 3}).config.arch_kwargs["softmax_regions"] == [
-        [1, 2, 3], [1, 3], [3]
-    ]
+    assert import_nnunet(folder, tissue_labels={"NETC": 1, "SNFH": 2, "ET": 3}).config.arch_kwargs[
+        "softmax_regions"
+    ] == [[1, 2, 3], [1, 3], [3]]
     folder, _ = write_results(tmp_path / "d", REGIONS_SHUFFLED, reader="Tiff3DIO")
     with pytest.raises(ConfigError, match="image reader 'Tiff3DIO'"):
         import_nnunet(folder)
@@ -211,8 +233,12 @@ def test_weights_that_do_not_fit_the_plans_are_refused(tmp_path):
 
 def test_results_folder_is_found_or_explained(tmp_path):
     folder, _ = write_results(tmp_path, REGIONS_SHUFFLED)
-    assert import_nnunet(folder.parent).imported_from["results_folder"] == str(folder.resolve())  # dataset folder
-    with pytest.raises(InputError, match=r"fold_3/checkpoint_final.pth: checkpoint not found \(folds present: fold_0\)"):
+    assert import_nnunet(folder.parent).imported_from["results_folder"] == str(
+        folder.resolve()
+    )  # dataset folder
+    with pytest.raises(
+        InputError, match=r"fold_3/checkpoint_final.pth: checkpoint not found \(folds present: fold_0\)"
+    ):
         import_nnunet(folder, fold=3)
     with pytest.raises(InputError, match="this fold has checkpoint_final.pth"):
         import_nnunet(folder, checkpoint_name="checkpoint_best.pth")
@@ -239,14 +265,18 @@ def test_checkpoints_with_pickled_objects_or_garbage_are_refused(tmp_path):
     assert load_nnunet_checkpoint(checkpoint)["_best_ema"] == np.float32(0.5)  # numpy scalars are allowed
     marker = tmp_path / "executed"
     torch.save({"network_weights": network.state_dict(), "trainer_name": _Payload(marker)}, checkpoint)
-    with pytest.raises(InputError, match=r"checkpoint_final.pth: holds a pickled object \((posix|nt|os)\.system\)"):
+    with pytest.raises(
+        InputError, match=r"checkpoint_final.pth: holds a pickled object \((posix|nt|os)\.system\)"
+    ):
         import_nnunet(folder)
     assert not marker.exists()
     torch.save({"network_weights": network.state_dict(), "array": np.zeros(3, dtype=object)}, checkpoint)
     with pytest.raises(InputError, match="only checkpoints that torch.load.weights_only=True. can read"):
         import_nnunet(folder)
     checkpoint.write_bytes(b"garbage, not a checkpoint")
-    with pytest.raises(InputError, match="checkpoint_final.pth: not a readable weights-only PyTorch checkpoint"):
+    with pytest.raises(
+        InputError, match="checkpoint_final.pth: not a readable weights-only PyTorch checkpoint"
+    ):
         import_nnunet(folder)
     torch.save({"weights": network.state_dict()}, checkpoint)
     with pytest.raises(InputError, match="no 'network_weights'"):

@@ -53,8 +53,13 @@ def _write_raw_dataset(raw: Path) -> Path:
             image = nib.Nifti1Image(case.image[MODALITY_INDEX[name]].astype(np.float32), affine)
             nib.save(image, root / "imagesTr" / f"{case_id}_{int(key):04d}.nii.gz")
         nib.save(nib.Nifti1Image(to_nnunet[case.label], affine), root / "labelsTr" / f"{case_id}.nii.gz")
-    dataset = {"channel_names": CHANNELS, "labels": REGION_LABELS, "regions_class_order": [1, 2, 3],
-               "numTraining": N_CASES, "file_ending": ".nii.gz"}
+    dataset = {
+        "channel_names": CHANNELS,
+        "labels": REGION_LABELS,
+        "regions_class_order": [1, 2, 3],
+        "numTraining": N_CASES,
+        "file_ending": ".nii.gz",
+    }
     (root / "dataset.json").write_text(json.dumps(dataset, indent=1))
     return root
 
@@ -73,8 +78,13 @@ def nnunet(tmp_path_factory):
     }
     npz = base / "reference.npz"
     peer = Path(__file__).with_name("nnunet_peer.py")
-    done = subprocess.run([sys.executable, str(peer), str(DATASET_ID), str(npz)], env=env, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(peer), str(DATASET_ID), str(npz)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     results = base / "results" / raw.name
     reference = dict(np.load(npz, allow_pickle=False))
@@ -121,8 +131,10 @@ def test_region_model_reproduces_nnunet_outputs(nnunet, tmp_path):
     difference = (full - expected).abs().max().item()
     difference64 = (exact - _to_glioseg(ref["regions_float64"], inverse)).abs().max().item()
     scale = expected.abs().max().item()
-    print(f"max |glioseg - nnunetv2| region logits: float32 {difference:.2e}, float64 {difference64:.2e} "
-          f"(max |logit| {scale:.1f})")
+    print(
+        f"max |glioseg - nnunetv2| region logits: float32 {difference:.2e}, float64 {difference64:.2e} "
+        f"(max |logit| {scale:.1f})"
+    )
     assert difference64 < 1e-10
     assert difference < 5e-5 * max(1.0, scale)
     n_heads = len([k for k in ref if k.startswith("regions_ds")])
@@ -131,7 +143,11 @@ def test_region_model_reproduces_nnunet_outputs(nnunet, tmp_path):
         head = _to_glioseg(ref[f"regions_ds{i}"], inverse)
         torch.testing.assert_close(output, head, atol=5e-5 * max(1.0, head.abs().max().item()), rtol=0)
     source = doc["imported_from"]
-    assert source["trainer"] == "nnUNetTrainer" and source["epoch"] == 1 and source["configuration"] == "3d_fullres"
+    assert (
+        source["trainer"] == "nnUNetTrainer"
+        and source["epoch"] == 1
+        and source["configuration"] == "3d_fullres"
+    )
     assert source["axes"]["network_axis_to_glioseg_axis"] == perm
 
 
@@ -146,7 +162,9 @@ def test_softmax_model_reproduces_nnunet_region_probabilities(nnunet, tmp_path):
     with torch.no_grad():
         deep = network(x_g)
     for i, output in enumerate(deep):
-        p = torch.softmax(_to_glioseg(ref[f"softmax_ds{i}"], inverse), dim=1)  # 0 bg, 1 edema, 2 necrosis, 3 ET
+        p = torch.softmax(
+            _to_glioseg(ref[f"softmax_ds{i}"], inverse), dim=1
+        )  # 0 bg, 1 edema, 2 necrosis, 3 ET
         expected = torch.stack([p[:, 1] + p[:, 2] + p[:, 3], p[:, 2] + p[:, 3], p[:, 3]], dim=1)
         torch.testing.assert_close(torch.sigmoid(output), expected, atol=1e-5, rtol=0)
 
@@ -184,10 +202,16 @@ def test_old_plans_format_is_converted_as_nnunet_converts_it(nnunet, tmp_path):
     configuration = plans["configurations"]["3d_fullres"]
     kwargs = configuration["architecture"]["arch_kwargs"]
     old = {k: v for k, v in configuration.items() if k != "architecture"}
-    old.update(UNet_class_name="PlainConvUNet", UNet_base_num_features=kwargs["features_per_stage"][0],
-               unet_max_num_features=max(kwargs["features_per_stage"]), n_conv_per_stage_encoder=kwargs["n_conv_per_stage"],
-               n_conv_per_stage_decoder=kwargs["n_conv_per_stage_decoder"], num_pool_per_axis=[3, 3, 3],
-               pool_op_kernel_sizes=kwargs["strides"], conv_kernel_sizes=kwargs["kernel_sizes"])
+    old.update(
+        UNet_class_name="PlainConvUNet",
+        UNet_base_num_features=kwargs["features_per_stage"][0],
+        unet_max_num_features=max(kwargs["features_per_stage"]),
+        n_conv_per_stage_encoder=kwargs["n_conv_per_stage"],
+        n_conv_per_stage_decoder=kwargs["n_conv_per_stage_decoder"],
+        num_pool_per_axis=[3, 3, 3],
+        pool_op_kernel_sizes=kwargs["strides"],
+        conv_kernel_sizes=kwargs["kernel_sizes"],
+    )
     with pytest.warns(UserWarning, match="old nnU-Net plans format"):
         converted = ConfigurationManager(json.loads(json.dumps(old))).network_arch_init_kwargs
     assert converted == kwargs  # the old description above is what nnU-Net reads as this network
@@ -200,12 +224,23 @@ def test_old_plans_format_is_converted_as_nnunet_converts_it(nnunet, tmp_path):
 
 
 def test_genuine_checkpoint_needs_the_numpy_allow_list_and_pickled_objects_are_refused(nnunet, tmp_path):
-    checkpoint = nnunet["results"] / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth"
-    with pytest.raises(Exception, match="numpy"):  # plain weights_only loading fails on nnU-Net's numpy scalars
+    checkpoint = (
+        nnunet["results"] / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    )
+    with pytest.raises(
+        Exception, match="numpy"
+    ):  # plain weights_only loading fails on nnU-Net's numpy scalars
         torch.load(checkpoint, map_location="cpu", weights_only=True)
     content = load_nnunet_checkpoint(checkpoint)
-    assert {"network_weights", "optimizer_state", "init_args", "trainer_name", "current_epoch", "_best_ema",
-            "logging"} <= set(content)
+    assert {
+        "network_weights",
+        "optimizer_state",
+        "init_args",
+        "trainer_name",
+        "current_epoch",
+        "_best_ema",
+        "logging",
+    } <= set(content)
     assert isinstance(content["_best_ema"], np.floating)
 
     class Tampered:
@@ -217,7 +252,9 @@ def test_genuine_checkpoint_needs_the_numpy_allow_list_and_pickled_objects_are_r
     for name in ("plans.json", "dataset.json"):
         (folder / name).write_text((checkpoint.parent.parent / name).read_text())
     torch.save({**content, "logging": Tampered()}, folder / "fold_0" / "checkpoint_final.pth")
-    with pytest.raises(InputError, match=r"checkpoint_final.pth: holds a pickled object \((posix|nt)\.system\)"):
+    with pytest.raises(
+        InputError, match=r"checkpoint_final.pth: holds a pickled object \((posix|nt)\.system\)"
+    ):
         import_nnunet(folder)
     assert not (tmp_path / "executed").exists()
 
@@ -230,8 +267,19 @@ def test_imported_nnunet_model_predicts_through_glioseg(nnunet, tmp_path):
 
     folder = nnunet["results"] / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     import_nnunet(folder, fold=0).save(tmp_path / "model")
-    result = CliRunner().invoke(app, ["predict", str(nnunet["raw"]), "--model", str(tmp_path / "model"),
-                                      "--out", str(tmp_path / "pred"), "--tta", "none"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(nnunet["raw"]),
+            "--model",
+            str(tmp_path / "model"),
+            "--out",
+            str(tmp_path / "pred"),
+            "--tta",
+            "none",
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = sorted((tmp_path / "pred").glob("*.nii.gz"))
     assert len(written) == len(list((nnunet["raw"] / "imagesTr").glob("*_0000.nii.gz")))

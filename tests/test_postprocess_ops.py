@@ -58,7 +58,9 @@ def test_remove_small_wt_components_sets_them_to_background():
     assert out.dtype == np.uint8
     assert not out[8:, 8:, 8:].any()
     assert np.array_equal(out[:6, :6, :6], lab[:6, :6, :6])
-    assert np.array_equal(remove_small_components(lab, "WT", 4), lab)  # "smaller than": 4 voxels stay at T = 4
+    assert np.array_equal(
+        remove_small_components(lab, "WT", 4), lab
+    )  # "smaller than": 4 voxels stay at T = 4
     assert np.array_equal(remove_small_components(lab, "WT", 0), lab)
 
 
@@ -117,7 +119,9 @@ def test_keep_largest_components_with_ties_in_raster_order():
     lab[10:12, 1:3, 1:3] = 1  # 8, first of the tied pair in C order
     lab[15:17, 15:17, 15:17] = 3  # 8
     out = keep_largest_components(lab, "WT", 2)
-    assert (out[1:4, 1:4, 1:4] == 2).all() and (out[10:12, 1:3, 1:3] == 1).all() and not out[15:, 15:, 15:].any()
+    assert (
+        (out[1:4, 1:4, 1:4] == 2).all() and (out[10:12, 1:3, 1:3] == 1).all() and not out[15:, 15:, 15:].any()
+    )
     assert np.array_equal(keep_largest_components(lab, "WT", 3), lab)
     assert np.array_equal(keep_largest_components(lab, "WT", 0), lab)
     out = keep_largest_components(lab, "TC", 1)  # the smaller core component becomes edema
@@ -161,8 +165,13 @@ def _random_prediction(rng, shape=(30, 30, 24)):
 
 def _random_settings(rng, n):
     return [
-        Setting(int(rng.choice([0, 2, 4, 9, 30])), int(rng.choice([0, 0, 1, 3])), int(rng.choice([0, 2, 5, 12])),
-                int(rng.choice([0, 2, 3, 8])), float(rng.choice([0, 0.02, 0.1, 0.3])))
+        Setting(
+            int(rng.choice([0, 2, 4, 9, 30])),
+            int(rng.choice([0, 0, 1, 3])),
+            int(rng.choice([0, 2, 5, 12])),
+            int(rng.choice([0, 2, 3, 8])),
+            float(rng.choice([0, 0.02, 0.1, 0.3])),
+        )
         for _ in range(n)
     ]
 
@@ -184,17 +193,29 @@ def test_score_table_equals_evaluating_each_setting():
     pred = gt.copy()
     pred[gt == 3] = np.where(rng.random(int((gt == 3).sum())) < 0.2, 1, 3)  # some ET missed
     pred = np.maximum(pred, _random_prediction(rng) * (rng.random(gt.shape) < 0.5))
-    grid = Grid(wt_min_size=(0, 3, 10), wt_keep=(0, 2), tc_min_size=(0, 4), et_min_size=(0, 2, 6), et_ratio=(0, 0.15))
+    grid = Grid(
+        wt_min_size=(0, 3, 10), wt_keep=(0, 2), tc_min_size=(0, 4), et_min_size=(0, 2, 6), et_ratio=(0, 0.15)
+    )
     settings = grid.settings()
     assert settings[0].is_identity and len(settings) == 3 * 2 * 2 * 3 * 2
     for definition in ("brats2024-ssa", "brats2023"):
         table = score_case(pred, gt, (1.0, 1.2, 2.0), settings, definition)
         assert table.n_maps < len(settings)
         for s in range(0, len(settings), 5):
-            result = evaluate_labels(apply_operations(pred, settings[s].operations()), gt, (1.0, 1.2, 2.0), definition)
+            result = evaluate_labels(
+                apply_operations(pred, settings[s].operations()), gt, (1.0, 1.2, 2.0), definition
+            )
             for i, region in enumerate(("WT", "TC", "ET")):
-                assert table.dice[s, i] == result.regions[region].lesionwise_dice, (definition, settings[s], region)
-                assert table.hd95[s, i] == result.regions[region].lesionwise_hd95, (definition, settings[s], region)
+                assert table.dice[s, i] == result.regions[region].lesionwise_dice, (
+                    definition,
+                    settings[s],
+                    region,
+                )
+                assert table.hd95[s, i] == result.regions[region].lesionwise_hd95, (
+                    definition,
+                    settings[s],
+                    region,
+                )
 
 
 def test_config_json_round_trip_and_one_line_errors(tmp_path):
@@ -203,7 +224,10 @@ def test_config_json_round_trip_and_one_line_errors(tmp_path):
     loaded = PostprocessConfig.load(path)
     assert loaded.to_dict() == config.to_dict()
     assert [op.op for op in loaded.operations] == [
-        "remove_small_components", "keep_largest_components", "remove_small_components", "remove_small_components",
+        "remove_small_components",
+        "keep_largest_components",
+        "remove_small_components",
+        "remove_small_components",
         "redefine_label",
     ]
     rng = np.random.default_rng(5)

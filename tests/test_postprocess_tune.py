@@ -42,7 +42,9 @@ def _plant(rng, gt, brain):
         blobs.append(blob)
         free &= ndimage.distance_transform_edt(~blob) > 8
     core = (gt == 1) | (gt == 3)
-    edema = (gt == 2) & (ndimage.distance_transform_edt(~core) > 4) & ndimage.binary_erosion(gt > 0, iterations=1)
+    edema = (
+        (gt == 2) & (ndimage.distance_transform_edt(~core) > 4) & ndimage.binary_erosion(gt > 0, iterations=1)
+    )
     for _ in range(2):
         candidates = np.argwhere(edema)
         if not len(candidates):
@@ -84,7 +86,9 @@ def _mean_dice(maps: dict, gts: dict, definition: str) -> dict:
 
 
 def test_tuning_finds_thresholds_that_remove_planted_false_positives(planted):
-    grid = Grid(wt_min_size=(0, 30, 100, 300), tc_min_size=(0, 2, 10), et_min_size=(0, 2, 10), et_ratio=(0, 0.5))
+    grid = Grid(
+        wt_min_size=(0, 30, 100, 300), tc_min_size=(0, 2, 10), et_min_size=(0, 2, 10), et_ratio=(0, 0.5)
+    )
     result = tune(planted["pred"], planted["data"], grid, definition="brats2023")
     assert result.failures == [] and len(result.scores) == 6
     setting = result.settings[int(result.chosen[0])]
@@ -152,23 +156,51 @@ def test_a_setting_that_lowers_any_region_is_never_chosen(tmp_path):
 
 def test_cli_tune_apply_round_trip_is_idempotent(planted, tmp_path):
     grid = tmp_path / "grid.json"
-    grid.write_text(json.dumps({"wt_min_size": [0, 30, 100], "tc_min_size": [0, 2], "et_min_size": [0], "et_ratio": [0]}))
+    grid.write_text(
+        json.dumps({"wt_min_size": [0, 30, 100], "tc_min_size": [0, 2], "et_min_size": [0], "et_ratio": [0]})
+    )
     config = tmp_path / "pp.json"
-    result = runner.invoke(app, ["postprocess", "tune", "--pred", str(planted["pred"]), "--gt", str(planted["data"]),
-                                 "--out", str(config), "--grid", str(grid)])
+    result = runner.invoke(
+        app,
+        [
+            "postprocess",
+            "tune",
+            "--pred",
+            str(planted["pred"]),
+            "--gt",
+            str(planted["data"]),
+            "--out",
+            str(config),
+            "--grid",
+            str(grid),
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name in ("pp.json", "pp.report.json", "pp.report.csv", "pp.cases.csv"):
         assert (tmp_path / name).is_file(), name
     assert "6 cases x 6 settings" in result.output
     report = json.loads((tmp_path / "pp.report.json").read_text())
-    assert report["definition"] == "brats2024-ssa" and report["selected"]["global"]["setting"]["wt_min_size"] == 100
+    assert (
+        report["definition"] == "brats2024-ssa"
+        and report["selected"]["global"]["setting"]["wt_min_size"] == 100
+    )
     summary = pd.read_csv(tmp_path / "pp.report.csv")
-    assert set(summary["region"]) == set(REGIONS) and {"mean_difference", "ci95_low", "wilcoxon_p"} <= set(summary)
+    assert set(summary["region"]) == set(REGIONS) and {"mean_difference", "ci95_low", "wilcoxon_p"} <= set(
+        summary
+    )
     ops = json.loads(config.read_text())["operations"]
-    assert ops[0] == {"op": "remove_small_components", "target": "WT", "min_size": 100, "min_size_mm3": 6400.0, "fill": 0}
+    assert ops[0] == {
+        "op": "remove_small_components",
+        "target": "WT",
+        "min_size": 100,
+        "min_size_mm3": 6400.0,
+        "fill": 0,
+    }
 
     out, again = tmp_path / "out", tmp_path / "again"
-    result = runner.invoke(app, ["postprocess", "apply", str(planted["pred"]), "--config", str(config), "--out", str(out)])
+    result = runner.invoke(
+        app, ["postprocess", "apply", str(planted["pred"]), "--config", str(config), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     cases = pd.read_csv(tmp_path / "pp.cases.csv").set_index("case_id")
     for case_id, v in planted["cases"].items():
@@ -176,17 +208,33 @@ def test_cli_tune_apply_round_trip_is_idempotent(planted, tmp_path):
         assert np.allclose(image.affine, nib.load(planted["pred"] / f"{case_id}.nii.gz").affine)
         score = evaluate_labels(written, v["gt"], (SPACING,) * 3)
         for region in REGIONS:
-            assert score.regions[region].lesionwise_dice == pytest.approx(cases.loc[case_id, f"{region}_dice_after"])
+            assert score.regions[region].lesionwise_dice == pytest.approx(
+                cases.loc[case_id, f"{region}_dice_after"]
+            )
         assert not any(written[blob].any() for blob in v["blobs"])
-    result = runner.invoke(app, ["postprocess", "apply", str(out), "--config", str(config), "--out", str(again)])
+    result = runner.invoke(
+        app, ["postprocess", "apply", str(out), "--config", str(config), "--out", str(again)]
+    )
     assert result.exit_code == 0, result.output
     assert " 0 voxel(s) changed" in result.output and "voxel(s) changed" in result.output
     for case_id in planted["cases"]:
-        assert np.array_equal(read_labels(again / f"{case_id}.nii.gz")[0], read_labels(out / f"{case_id}.nii.gz")[0])
+        assert np.array_equal(
+            read_labels(again / f"{case_id}.nii.gz")[0], read_labels(out / f"{case_id}.nii.gz")[0]
+        )
     assert "1 voxel" not in result.output.replace("0 voxel", "")
 
-    bad = runner.invoke(app, ["postprocess", "apply", str(planted["pred"]), "--config", str(tmp_path / "grid.json"),
-                              "--out", str(tmp_path / "x")])
+    bad = runner.invoke(
+        app,
+        [
+            "postprocess",
+            "apply",
+            str(planted["pred"]),
+            "--config",
+            str(tmp_path / "grid.json"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert bad.exit_code == 1 and "not a glioseg post-processing configuration" in bad.output
     assert len([line for line in bad.output.splitlines() if line.strip()]) == 1
 
@@ -203,9 +251,17 @@ def cluster_model(planted):
 
 def test_per_cluster_tuning_assigns_clusters_from_the_predictions(planted, cluster_model, tmp_path):
     grid = Grid(wt_min_size=(0, 30, 100), tc_min_size=(0, 2), et_min_size=(0,), et_ratio=(0, 0.5))
-    result = tune(planted["pred"], planted["data"], grid, definition="brats2023", cluster_model_path=cluster_model,
-                  min_cluster_cases=2)
-    frame = cohort_features(planted["data"], labels_dir=planted["pred"], source="labels", include_quality=False)
+    result = tune(
+        planted["pred"],
+        planted["data"],
+        grid,
+        definition="brats2023",
+        cluster_model_path=cluster_model,
+        min_cluster_cases=2,
+    )
+    frame = cohort_features(
+        planted["data"], labels_dir=planted["pred"], source="labels", include_quality=False
+    )
     frame = frame.to_frame()
     expected = dict(zip(frame["case_id"], assign_clusters(frame, cluster_model), strict=True))
     assert result.report["case_clusters"] == {c: int(k) for c, k in expected.items()}
@@ -223,12 +279,34 @@ def test_per_cluster_tuning_assigns_clusters_from_the_predictions(planted, clust
     assert config.has_clusters and sorted(config.cluster_operations) == [0, 1]
     assert json.loads(config_path.read_text())["clusters"]["model_path"] == str(cluster_model)
 
-    missing = runner.invoke(app, ["postprocess", "apply", str(planted["pred"]), "--config", str(config_path),
-                                  "--out", str(tmp_path / "x")])
+    missing = runner.invoke(
+        app,
+        [
+            "postprocess",
+            "apply",
+            str(planted["pred"]),
+            "--config",
+            str(config_path),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert missing.exit_code == 1 and "--images" in missing.output
     out = tmp_path / "out"
-    done = runner.invoke(app, ["postprocess", "apply", str(planted["pred"]), "--config", str(config_path),
-                               "--images", str(planted["data"]), "--out", str(out)])
+    done = runner.invoke(
+        app,
+        [
+            "postprocess",
+            "apply",
+            str(planted["pred"]),
+            "--config",
+            str(config_path),
+            "--images",
+            str(planted["data"]),
+            "--out",
+            str(out),
+        ],
+    )
     assert done.exit_code == 0, done.output
     rows = result.per_case_frame().set_index("case_id")
     for case_id, v in planted["cases"].items():
@@ -237,7 +315,9 @@ def test_per_cluster_tuning_assigns_clusters_from_the_predictions(planted, clust
         assert np.array_equal(written, config.apply(v["pred"], expected[case_id]))
         score = evaluate_labels(written, v["gt"], (SPACING,) * 3, "brats2023")
         for region in REGIONS:
-            assert score.regions[region].lesionwise_dice == pytest.approx(rows.loc[case_id, f"{region}_dice_after"])
+            assert score.regions[region].lesionwise_dice == pytest.approx(
+                rows.loc[case_id, f"{region}_dice_after"]
+            )
 
 
 def test_predict_with_postprocess_equals_postprocessing_the_plain_prediction(small_cohort, tmp_path):
@@ -246,19 +326,55 @@ def test_predict_with_postprocess_equals_postprocessing_the_plain_prediction(sma
     for folder in sorted(small_cohort.iterdir())[:2]:
         shutil.copytree(folder, cohort / folder.name)
     plain, processed = tmp_path / "plain", tmp_path / "pp"
-    result = runner.invoke(app, ["predict", str(cohort), "--model", str(model), "--out", str(plain), "--tta", "none",
-                                 "--thresholds", "0.5,0.5,0.45"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(cohort),
+            "--model",
+            str(model),
+            "--out",
+            str(plain),
+            "--tta",
+            "none",
+            "--thresholds",
+            "0.5,0.5,0.45",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    frame = cohort_features(small_cohort, include_quality=False).to_frame()  # clusters of all four ground truths
+    frame = cohort_features(
+        small_cohort, include_quality=False
+    ).to_frame()  # clusters of all four ground truths
     fitted, _ = fit_cluster_model(frame, n_clusters=2, seed=0)
     model_path = tmp_path / "clusters.model.json"
     fitted.save(model_path)
     ops = {0: Setting(wt_keep=1).operations(), 1: Setting(et_ratio=1.5).operations()}
-    config = PostprocessConfig(operations=[], cluster_model=fitted, cluster_model_path=str(model_path),
-                               cluster_operations=ops, cluster_source={0: "cluster", 1: "cluster"}, min_cases=1)
+    config = PostprocessConfig(
+        operations=[],
+        cluster_model=fitted,
+        cluster_model_path=str(model_path),
+        cluster_operations=ops,
+        cluster_source={0: "cluster", 1: "cluster"},
+        min_cases=1,
+    )
     config_path = config.save(tmp_path / "pp.json")
-    result = runner.invoke(app, ["predict", str(cohort), "--model", str(model), "--out", str(processed),
-                                 "--tta", "none", "--thresholds", "0.5,0.5,0.45", "--postprocess", str(config_path)])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(cohort),
+            "--model",
+            str(model),
+            "--out",
+            str(processed),
+            "--tta",
+            "none",
+            "--thresholds",
+            "0.5,0.5,0.45",
+            "--postprocess",
+            str(config_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     pred_frame = cohort_features(cohort, labels_dir=plain, source="labels", include_quality=False).to_frame()
     clusters = dict(zip(pred_frame["case_id"], assign_clusters(pred_frame, model_path), strict=True))
@@ -270,6 +386,20 @@ def test_predict_with_postprocess_equals_postprocessing_the_plain_prediction(sma
         assert np.array_equal(written, expected)
         changed += int(np.count_nonzero(written != raw))
     assert changed > 0  # the hook did something on this cohort
-    bad = runner.invoke(app, ["predict", str(cohort), "--model", str(model), "--out", str(tmp_path / "x"),
-                              "--postprocess", str(tmp_path / "nothing.json")])
-    assert bad.exit_code == 1 and "nothing.json: post-processing configuration not found" in bad.output.replace("\n", "")
+    bad = runner.invoke(
+        app,
+        [
+            "predict",
+            str(cohort),
+            "--model",
+            str(model),
+            "--out",
+            str(tmp_path / "x"),
+            "--postprocess",
+            str(tmp_path / "nothing.json"),
+        ],
+    )
+    assert (
+        bad.exit_code == 1
+        and "nothing.json: post-processing configuration not found" in bad.output.replace("\n", "")
+    )

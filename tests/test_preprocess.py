@@ -20,7 +20,9 @@ def test_crop_and_zscore(loaded):
     assert info.shape == info.cropped_shape and image.shape[1:] == info.shape
     mask = np.any(image != 0, axis=0)
     for channel in image:
-        assert abs(float(channel[mask].mean())) < 1e-4 and float(channel[mask].std()) == pytest.approx(1.0, abs=1e-3)
+        assert abs(float(channel[mask].mean())) < 1e-4 and float(channel[mask].std()) == pytest.approx(
+            1.0, abs=1e-3
+        )
         assert np.all(channel[~mask] == 0)
     # nothing of the brain is cropped away
     brain = np.any(loaded.image != 0, axis=0)

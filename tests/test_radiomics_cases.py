@@ -40,7 +40,11 @@ def test_case_features_names_and_whole_tumour_component(case):
     largest = np.bincount(components.ravel())[1:].max()
     assert f["shape_wt_volume_ml"] == pytest.approx(largest * SMALL_SPACING**3 / 1000)
     assert f["shape_wt_components"] == n
-    assert all(math.isfinite(f[name]) for name in feature_names(include_quality=False) if name != "shape_netc_tc_ratio")
+    assert all(
+        math.isfinite(f[name])
+        for name in feature_names(include_quality=False)
+        if name != "shape_netc_tc_ratio"
+    )
 
 
 def test_intensity_features_ignore_scanner_scaling(case):
@@ -90,7 +94,10 @@ def test_cases_without_truth_use_the_prediction(unlabelled):
     frame = result.to_frame()
     assert frame["case_id"].tolist() == sorted(ids)
     assert frame.set_index("case_id")["label_source"].to_dict() == {
-        ids[0]: "labels", ids[1]: "labels", ids[2]: "truth", ids[3]: "truth"
+        ids[0]: "labels",
+        ids[1]: "labels",
+        ids[2]: "truth",
+        ids[3]: "truth",
     }
     without = cohort_features(data)
     assert len(without.rows) == 2 and len(without.errors) == 2
@@ -140,7 +147,9 @@ def test_features_cli_writes_good_cases_and_fails_on_bad_ones(unlabelled, tmp_pa
     assert result.output.count("error:") == 2
     frame = pd.read_csv(out)
     assert frame["case_id"].tolist() == ids[2:]
-    result = runner.invoke(app, ["features", str(data), "--out", str(out), "--labels", str(preds), "--no-quality"])
+    result = runner.invoke(
+        app, ["features", str(data), "--out", str(out), "--labels", str(preds), "--no-quality"]
+    )
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out)
     assert len(frame) == 4 and not any(c.startswith("quality_") for c in frame.columns)

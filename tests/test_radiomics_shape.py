@@ -24,7 +24,11 @@ def box_mesh_area(n, s):
     a, b, c = (k - 1 for k in n)
     sx, sy, sz = s
     faces = 2 * (b * sy * c * sz + a * sx * c * sz + a * sx * b * sy)
-    strips = 4 * (c * sz * math.hypot(sx / 2, sy / 2) + b * sy * math.hypot(sx / 2, sz / 2) + a * sx * math.hypot(sy / 2, sz / 2))
+    strips = 4 * (
+        c * sz * math.hypot(sx / 2, sy / 2)
+        + b * sy * math.hypot(sx / 2, sz / 2)
+        + a * sx * math.hypot(sy / 2, sz / 2)
+    )
     # corner triangle: half the norm of the cross product of two of its edges
     corner = 0.5 * math.sqrt((sy * sz / 4) ** 2 + (sx * sz / 4) ** 2 + (sx * sy / 4) ** 2)
     return faces + strips + 8 * corner

@@ -73,7 +73,9 @@ def test_matches_scikit_image_on_a_single_slice():
     img = rng.integers(0, 8, size=(23, 19))
     ours = glcm_features_from_levels((img + 1)[:, :, None], 8)  # only the 4 in-plane directions have pairs
     angles = [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4]
-    p = graycomatrix(img.astype(np.uint8), distances=[1], angles=angles, levels=8, symmetric=True, normed=True)
+    p = graycomatrix(
+        img.astype(np.uint8), distances=[1], angles=angles, levels=8, symmetric=True, normed=True
+    )
     for name in ("contrast", "dissimilarity", "homogeneity", "correlation", "energy"):
         assert ours[name] == pytest.approx(graycoprops(p, name).mean()), name
     natural_log_entropy = graycoprops(p, "entropy").mean()

@@ -11,11 +11,27 @@ pytestmark = pytest.mark.realdata
 
 LEGACY_SUFFIX = {"t1n": "_t1.nii.gz", "t1c": "_t1ce.nii.gz", "t2w": "_t2.nii.gz", "t2f": "_flair.nii.gz"}
 BRATS2018_IDS = [
-    "Brats18_2013_2_1", "Brats18_2013_3_1", "Brats18_2013_11_1", "Brats18_2013_20_1", "Brats18_2013_23_1",
-    "Brats18_CBICA_ABM_1", "Brats18_CBICA_ALU_1", "Brats18_CBICA_AME_1", "Brats18_CBICA_AQN_1",
-    "Brats18_TCIA01_201_1", "Brats18_TCIA01_378_1", "Brats18_TCIA01_425_1", "Brats18_TCIA01_499_1",
-    "Brats18_TCIA02_135_1", "Brats18_TCIA02_370_1", "Brats18_TCIA02_606_1", "Brats18_TCIA03_265_1",
-    "Brats18_TCIA10_628_1", "Brats18_TCIA10_637_1", "Brats18_TCIA10_639_1", "Brats18_TCIA13_623_1",
+    "Brats18_2013_2_1",
+    "Brats18_2013_3_1",
+    "Brats18_2013_11_1",
+    "Brats18_2013_20_1",
+    "Brats18_2013_23_1",
+    "Brats18_CBICA_ABM_1",
+    "Brats18_CBICA_ALU_1",
+    "Brats18_CBICA_AME_1",
+    "Brats18_CBICA_AQN_1",
+    "Brats18_TCIA01_201_1",
+    "Brats18_TCIA01_378_1",
+    "Brats18_TCIA01_425_1",
+    "Brats18_TCIA01_499_1",
+    "Brats18_TCIA02_135_1",
+    "Brats18_TCIA02_370_1",
+    "Brats18_TCIA02_606_1",
+    "Brats18_TCIA03_265_1",
+    "Brats18_TCIA10_628_1",
+    "Brats18_TCIA10_637_1",
+    "Brats18_TCIA10_639_1",
+    "Brats18_TCIA13_623_1",
 ]
 
 

@@ -34,12 +34,16 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(not THP.exists() or "[madvise]" not in THP.read_text(),
-                    reason="needs transparent huge pages on request only (madvise): with 'always' both runs get them")
+@pytest.mark.skipif(
+    not THP.exists() or "[madvise]" not in THP.read_text(),
+    reason="needs transparent huge pages on request only (madvise): with 'always' both runs get them",
+)
 def test_huge_pages_cut_the_page_faults_of_a_large_tensor():
     def faults(mode: str) -> int:
         env = {k: v for k, v in os.environ.items() if k != VARIABLE}
-        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True, env=env)
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True, env=env
+        )
         return int(out.stdout.strip().splitlines()[-1])
 
     ordinary, huge = faults("off"), faults("on")

@@ -124,7 +124,10 @@ def test_saved_model_reproduces_scikit_learn(cohort, tmp_path):
 
     names = feature_columns(train)
     reference = make_pipeline(
-        SimpleImputer(strategy="median"), StandardScaler(), Normalizer(), PCA(n_components=0.9, svd_solver="full")
+        SimpleImputer(strategy="median"),
+        StandardScaler(),
+        Normalizer(),
+        PCA(n_components=0.9, svd_solver="full"),
     ).fit(train[names].to_numpy())
     kmeans = KMeans(n_clusters=3, n_init=10, random_state=5).fit(reference.transform(train[names].to_numpy()))
     assert labels.tolist() == kmeans.labels_.tolist()
@@ -133,8 +136,12 @@ def test_saved_model_reproduces_scikit_learn(cohort, tmp_path):
     assert assign_clusters(new, path).tolist() == expected.tolist()
     assert assign_clusters(train, path).tolist() == labels.tolist()
     loaded = ClusterModel.load(path)
-    np.testing.assert_allclose(loaded.transform(new[names].to_numpy()), reference.transform(new[names].to_numpy()),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        loaded.transform(new[names].to_numpy()),
+        reference.transform(new[names].to_numpy()),
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 def test_k_is_chosen_by_silhouette_in_range(cohort):
@@ -206,12 +213,15 @@ def test_split_cli_writes_nnunet_splits_report_and_model(cohort_csv, tmp_path):
 
 def test_split_cli_on_a_folder_and_assigning_new_cases(small_cohort, tmp_path):
     out = tmp_path / "s.json"
-    result = runner.invoke(app, ["split", str(small_cohort), "--folds", "2", "--clusters", "2", "--out", str(out)])
+    result = runner.invoke(
+        app, ["split", str(small_cohort), "--folds", "2", "--clusters", "2", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "s.features.csv").exists() and len(json.loads(out.read_text())) == 2
     features = tmp_path / "new.csv"
     result = runner.invoke(
-        app, ["features", str(small_cohort), "--out", str(features), "--assign", str(tmp_path / "s.model.json")]
+        app,
+        ["features", str(small_cohort), "--out", str(features), "--assign", str(tmp_path / "s.model.json")],
     )
     assert result.exit_code == 0, result.output
     clusters = pd.read_csv(features)["cluster"].tolist()

@@ -33,7 +33,10 @@ def test_same_seed_same_case_bit_for_bit():
 
 def test_different_seeds_or_indices_differ():
     base = generate_case(5, 2, "adult", (40, 40, 32), 4.0)
-    for other in (generate_case(6, 2, "adult", (40, 40, 32), 4.0), generate_case(5, 3, "adult", (40, 40, 32), 4.0)):
+    for other in (
+        generate_case(6, 2, "adult", (40, 40, 32), 4.0),
+        generate_case(5, 3, "adult", (40, 40, 32), 4.0),
+    ):
         assert not np.array_equal(base.label, other.label)
         assert not np.array_equal(base.image, other.image)
 
@@ -59,7 +62,9 @@ def test_lesion_anatomy(cohort):
         netc, et, tc = lab == NETC, lab == ET, np.isin(lab, (NETC, ET))
         if netc.sum() > 20 and et.sum() > 20:
             shell = binary_dilation(netc) & ~netc
-            assert np.mean(np.isin(lab[shell], (ET, NETC))) > 0.8  # NETC is wrapped by ET (3 mm voxels break thin rims)
+            assert (
+                np.mean(np.isin(lab[shell], (ET, NETC))) > 0.8
+            )  # NETC is wrapped by ET (3 mm voxels break thin rims)
             checked += 1
         if tc.sum() > 50 and (lab == SNFH).sum() > 50:
             main_core = cc3d.largest_k(tc, k=1, connectivity=26) > 0
@@ -83,7 +88,15 @@ def test_cohort_has_variety_for_lesion_wise_metrics(cohort):
 def test_tumour_sizes_are_realistic_and_ssa_larger(cohort):
     wt = {d: np.median([c.metadata["volumes"]["WT_ml"] for c in cohort[d]]) for d in cohort}
     assert 20 < wt["adult"] < 250 and 40 < wt["ssa"] < 350
-    core = {d: np.mean([np.mean([les["core_radii_mm"] for les in c.metadata["lesions"] if les["kind"] == "main"]) for c in cohort[d]]) for d in cohort}
+    core = {
+        d: np.mean(
+            [
+                np.mean([les["core_radii_mm"] for les in c.metadata["lesions"] if les["kind"] == "main"])
+                for c in cohort[d]
+            ]
+        )
+        for d in cohort
+    }
     assert core["ssa"] > core["adult"]
 
 
@@ -151,7 +164,9 @@ def test_write_case_uses_brats2023_naming(tmp_path):
     case = generate_case(4, 9, "ssa", (40, 40, 32), 4.0)
     folder = write_case(case, tmp_path)
     names = sorted(p.name for p in folder.iterdir())
-    assert names == sorted([f"{case.case_id}-{m}.nii.gz" for m in (*MODALITIES, "seg")] + [f"{case.case_id}-synth.json"])
+    assert names == sorted(
+        [f"{case.case_id}-{m}.nii.gz" for m in (*MODALITIES, "seg")] + [f"{case.case_id}-synth.json"]
+    )
     loaded = load_case(discover_cases(folder).cases[0])
     assert np.array_equal(loaded.label, case.label)
     assert np.array_equal(loaded.image, case.image)
@@ -162,7 +177,11 @@ def test_write_case_uses_brats2023_naming(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"domain": "paediatric"}, "unknown domain"), ({"shape": (4, 4, 4)}, "shape"), ({"spacing": 20.0}, "spacing")],
+    [
+        ({"domain": "paediatric"}, "unknown domain"),
+        ({"shape": (4, 4, 4)}, "shape"),
+        ({"spacing": 20.0}, "spacing"),
+    ],
 )
 def test_bad_generator_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -38,7 +38,9 @@ def _dice_on_case(network, config, plan, image, target):
     network.eval()
     set_deep_supervision(network, config, False)
     with torch.no_grad():
-        logits = sliding_window_inference(image[None], tuple(plan.patch_size), 2, network, overlap=0.25, mode="gaussian")
+        logits = sliding_window_inference(
+            image[None], tuple(plan.patch_size), 2, network, overlap=0.25, mode="gaussian"
+        )
     return region_dice(torch.sigmoid(logits[0]), target)
 
 
@@ -47,8 +49,18 @@ def trained(request, train_data):
     out = train_data / f"run-{request.param}"
     # MedNeXt's recipe lr (1e-3) is tuned for 1000 epochs; 3e-3 lets 60 iterations show learning
     lr = 3e-3 if request.param.startswith("mednext") else None
-    options = TrainOptions(data=str(train_data / "data"), model=request.param, out=str(out), epochs=6,
-                           iters_per_epoch=10, cache=str(train_data / "cache"), val_every=6, seed=3, lr=lr, **SMALL)
+    options = TrainOptions(
+        data=str(train_data / "data"),
+        model=request.param,
+        out=str(out),
+        epochs=6,
+        iters_per_epoch=10,
+        cache=str(train_data / "cache"),
+        val_every=6,
+        seed=3,
+        lr=lr,
+        **SMALL,
+    )
     result = train(options, printer=lambda line: None)
     return request.param, result
 
@@ -89,7 +101,8 @@ def test_save_load_gives_identical_outputs(trained):
     # nnU-Net's network has such aliases, MedNeXt has none)
     assert set(state) == set(canonical_state_dict(first))
     aliased = len(first.state_dict()) > len(dict(first.named_parameters(remove_duplicate=True))) + len(
-        dict(first.named_buffers(remove_duplicate=True)))
+        dict(first.named_buffers(remove_duplicate=True))
+    )
     assert (len(state) < len(first.state_dict())) == aliased
     x = torch.randn(1, 4, 32, 32, 32)
     for net in (first, second):
@@ -106,11 +119,22 @@ class _Crash(L.Callback):
 
 
 def test_killed_run_resumes_to_identical_weights(train_data):
-    common = dict(data=str(train_data / "data"), model="nnunet", epochs=4, iters_per_epoch=3,
-                  cache=str(train_data / "cache"), seed=5, **{**SMALL, "augment": True})
+    common = dict(
+        data=str(train_data / "data"),
+        model="nnunet",
+        epochs=4,
+        iters_per_epoch=3,
+        cache=str(train_data / "cache"),
+        seed=5,
+        **{**SMALL, "augment": True},
+    )
     whole = train(TrainOptions(out=str(train_data / "whole"), **common), printer=lambda line: None)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(TrainOptions(out=str(train_data / "killed"), **common), printer=lambda line: None, extra_callbacks=[_Crash()])
+        train(
+            TrainOptions(out=str(train_data / "killed"), **common),
+            printer=lambda line: None,
+            extra_callbacks=[_Crash()],
+        )
     assert not (train_data / "killed" / "model.safetensors").exists()
     lines = []
     resumed = resume(train_data / "killed", printer=lines.append)
@@ -135,7 +159,12 @@ def test_bad_inputs_fail_before_training(train_data, tmp_path):
     shutil.copytree(data, unlabelled)
     for seg in unlabelled.rglob("*-seg.nii.gz"):
         seg.unlink()
-    _expect_early_error(InputError, "no labelled case", TrainOptions(data=str(unlabelled), out=str(tmp_path / "r1"), **base), tmp_path / "r1")
+    _expect_early_error(
+        InputError,
+        "no labelled case",
+        TrainOptions(data=str(unlabelled), out=str(tmp_path / "r1"), **base),
+        tmp_path / "r1",
+    )
     # a case without tumour
     empty = tmp_path / "empty"
     shutil.copytree(data, empty)
@@ -144,13 +173,33 @@ def test_bad_inputs_fail_before_training(train_data, tmp_path):
     seg = next(empty.rglob("*-seg.nii.gz"))
     img = nib.load(seg)
     nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), seg)
-    _expect_early_error(InputError, "no tumour", TrainOptions(data=str(empty), out=str(tmp_path / "r2"), **{**base, "cache": None}), tmp_path / "r2")
+    _expect_early_error(
+        InputError,
+        "no tumour",
+        TrainOptions(data=str(empty), out=str(tmp_path / "r2"), **{**base, "cache": None}),
+        tmp_path / "r2",
+    )
     # patch larger than the images
-    _expect_early_error(ConfigError, "larger than case", TrainOptions(data=str(data), out=str(tmp_path / "r3"), **{**base, "patch": [64, 64, 64]}), tmp_path / "r3")
+    _expect_early_error(
+        ConfigError,
+        "larger than case",
+        TrainOptions(data=str(data), out=str(tmp_path / "r3"), **{**base, "patch": [64, 64, 64]}),
+        tmp_path / "r3",
+    )
     # unknown model
-    _expect_early_error(ConfigError, "unknown model", TrainOptions(data=str(data), out=str(tmp_path / "r4"), **{**base, "model": "vnet"}), tmp_path / "r4")
+    _expect_early_error(
+        ConfigError,
+        "unknown model",
+        TrainOptions(data=str(data), out=str(tmp_path / "r4"), **{**base, "model": "vnet"}),
+        tmp_path / "r4",
+    )
     # plan over the memory budget
-    _expect_early_error(ConfigError, "memory budget", TrainOptions(data=str(data), out=str(tmp_path / "r5"), **{**base, "memory_budget_gib": 0.1}), tmp_path / "r5")
+    _expect_early_error(
+        ConfigError,
+        "memory budget",
+        TrainOptions(data=str(data), out=str(tmp_path / "r5"), **{**base, "memory_budget_gib": 0.1}),
+        tmp_path / "r5",
+    )
 
 
 def test_patch_dataset_is_deterministic_and_oversamples_tumour(train_data):
@@ -187,7 +236,11 @@ def test_loss_and_recipe_definitions():
     sgd = build_optimizer(RECIPES["nnunet"], params)
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.99
     adamw = build_optimizer(RECIPES["mednext"], params)
-    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["eps"] == 1e-4 and adamw.defaults["lr"] == 1e-3
+    assert (
+        isinstance(adamw, torch.optim.AdamW)
+        and adamw.defaults["eps"] == 1e-4
+        and adamw.defaults["lr"] == 1e-3
+    )
 
 
 def test_plan_round_trips_through_json(trained):

@@ -74,7 +74,9 @@ def test_upkern_trilinear_keeps_the_kernel_taps_at_the_even_positions(mednext_pa
         assert big.shape[2:] == (5, 5, 5)
         # align_corners=True: new taps 0, 2, 4 are old taps 0, 1, 2; tap 1 is the mean of old 0 and 1
         assert torch.allclose(big[:, :, ::2, ::2, ::2], small[key], atol=1e-6)
-        assert torch.allclose(big[:, :, 1, 0, 0], (small[key][:, :, 0, 0, 0] + small[key][:, :, 1, 0, 0]) / 2, atol=1e-6)
+        assert torch.allclose(
+            big[:, :, 1, 0, 0], (small[key][:, :, 0, 0, 0] + small[key][:, :, 1, 0, 0]) / 2, atol=1e-6
+        )
     for key in set(state) - set(grown):
         assert torch.equal(state[key], small[key])
     out = _outputs(target, torch.randn(1, 4, 16, 16, 16), False)[0]
@@ -103,7 +105,9 @@ def test_upkern_refuses_other_changes_naming_the_parameter(mednext_pair):
     with pytest.raises(ConfigError, match="missing stem.bias"):
         upkern_state_dict(missing, source_config, target_config)
     with pytest.raises(ConfigError, match="one model family"):
-        upkern_state_dict(source.state_dict(), source_config, model_config("nnunet", N_STAGES, base_features=WIDTH))
+        upkern_state_dict(
+            source.state_dict(), source_config, model_config("nnunet", N_STAGES, base_features=WIDTH)
+        )
     # shrinking a kernel is not UpKern
     with pytest.raises(ConfigError, match="only grows convolution kernels"):
         upkern_state_dict(build_model(target_config).state_dict(), target_config, source_config)

@@ -15,12 +15,15 @@ from glioseg.models import build_model, model_config
 from .conftest import write_random_model
 
 
-@pytest.mark.parametrize("shape, patch, overlap", [
-    ((146, 194, 151), (128, 128, 128), 0.5),
-    ((49, 65, 50), (40, 40, 40), 0.5),
-    ((49, 65, 50), (40, 40, 40), 0.25),
-    ((40, 41, 100), (40, 40, 24), 0.5),
-])
+@pytest.mark.parametrize(
+    "shape, patch, overlap",
+    [
+        ((146, 194, 151), (128, 128, 128), 0.5),
+        ((49, 65, 50), (40, 40, 40), 0.5),
+        ((49, 65, 50), (40, 40, 40), 0.25),
+        ((40, 41, 100), (40, 40, 24), 0.5),
+    ],
+)
 def test_window_starts_match_monai(shape, patch, overlap):
     from monai.data.utils import dense_patch_slices
     from monai.inferers.utils import _get_scan_interval
@@ -72,7 +75,9 @@ def test_one_window_over_the_volume_is_instance_normalisation_with_affine():
     with torch.no_grad():
         norm.weight.uniform_(0.5, 2)
         norm.bias.uniform_(-1, 1)
-        out = window_normalise(x.clone(), WindowGrid((10, 12, 9), (16, 16, 16)), norm.eps, norm.weight, norm.bias)
+        out = window_normalise(
+            x.clone(), WindowGrid((10, 12, 9), (16, 16, 16)), norm.eps, norm.weight, norm.bias
+        )
         assert torch.allclose(out, norm(x), atol=1e-4)
 
 
@@ -117,8 +122,9 @@ def test_whole_pass_uses_window_statistics_only_when_asked(tmp_path):
     windowed = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8)
     crop = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, window_norm=False)
     with torch.inference_mode():
-        direct = torch.sigmoid(lean_forward(network, torch.from_numpy(image)[None],
-                                            WindowGrid((60, 44, 36), (32, 32, 32))))[0].numpy()
+        direct = torch.sigmoid(
+            lean_forward(network, torch.from_numpy(image)[None], WindowGrid((60, 44, 36), (32, 32, 32)))
+        )[0].numpy()
     assert np.allclose(windowed, direct, atol=1e-5)
     assert not np.allclose(windowed, crop, atol=1e-3)
 
@@ -136,7 +142,9 @@ def test_window_norm_brings_a_trained_model_closer_to_sliding_windows():
 
     (member,) = find_members(DEMO_MODEL).members
     case = generate_case(7, 0, "ssa", shape=(160, 192, 150), spacing=1.0)
-    data = CaseData(case.case_id, case.image, None, nib.Nifti1Image(np.zeros((1, 1, 1), np.float32), case.affine))
+    data = CaseData(
+        case.case_id, case.image, None, nib.Nifti1Image(np.zeros((1, 1, 1), np.float32), case.affine)
+    )
     image, _, _ = preprocess_case(data, tuple(member.plan["target_spacing"]))
     assert all(s > p for s, p in zip(image.shape[1:], member.plan["patch_size"], strict=True))
     network = member.load("cpu")
@@ -150,7 +158,10 @@ def test_window_norm_brings_a_trained_model_closer_to_sliding_windows():
         return np.mean([2 * (x & y).sum() / max(x.sum() + y.sum(), 1) for x, y in zip(a, b, strict=True)])
 
     sliding = regions(window="sliding")
-    assert dice(regions(window="whole"), sliding) > dice(regions(window="whole", window_norm=False), sliding) + 0.02
+    assert (
+        dice(regions(window="whole"), sliding)
+        > dice(regions(window="whole", window_norm=False), sliding) + 0.02
+    )
 
 
 def test_predict_command_exposes_the_normalisation_of_whole_crop_passes(small_cohort, tmp_path):
@@ -165,8 +176,10 @@ def test_predict_command_exposes_the_normalisation_of_whole_crop_passes(small_co
     runner = CliRunner()
     for flag, said in (([], "window-matched norms"), (["--global-norm"], "crop norms")):
         out = tmp_path / f"out{len(flag)}"
-        result = runner.invoke(app, ["predict", str(small_cohort), "--model", str(model), "--out", str(out),
-                                     "--mode", "fast", *flag])
+        result = runner.invoke(
+            app,
+            ["predict", str(small_cohort), "--model", str(model), "--out", str(out), "--mode", "fast", *flag],
+        )
         assert result.exit_code == 0, result.output
         assert said in result.output
         assert len(list(out.glob("*.nii.gz"))) == len(list(small_cohort.iterdir()))

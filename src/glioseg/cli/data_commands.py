@@ -25,7 +25,9 @@ class Domain(str, Enum):
 def synth(
     out: Path = typer.Argument(..., help="Folder to write the cases into (created if needed)."),
     cases: int = typer.Option(5, "--cases", "-n", min=1, help="Number of cases."),
-    domain: Domain = typer.Option(Domain.adult, help="adult: high-quality scans; ssa: BraTS-Africa-like low quality."),
+    domain: Domain = typer.Option(
+        Domain.adult, help="adult: high-quality scans; ssa: BraTS-Africa-like low quality."
+    ),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same cases bit for bit."),
     shape: str = typer.Option("240,240,155", help="Grid in voxels, e.g. 64,64,64."),
     spacing: float = typer.Option(1.0, help="Isotropic voxel size in mm (BraTS: 1)."),
@@ -50,8 +52,12 @@ def synth(
 
 def preview(
     case: Path = typer.Argument(..., help="A case folder (any BraTS layout)."),
-    seg: Path | None = typer.Option(None, "--seg", help="Segmentation to overlay (default: the case's own, if any)."),
-    compare: Path | None = typer.Option(None, "--compare", help="A second segmentation shown in an extra row."),
+    seg: Path | None = typer.Option(
+        None, "--seg", help="Segmentation to overlay (default: the case's own, if any)."
+    ),
+    compare: Path | None = typer.Option(
+        None, "--compare", help="A second segmentation shown in an extra row."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="PNG to write (default: ./<ID>-preview.png)."),
 ) -> None:
     """Write a PNG with three slices through the tumour for each modality, labels overlaid."""
@@ -82,7 +88,9 @@ def preview(
 
 
 def demo(
-    out: Path = typer.Option(Path("demo_output"), "--out", "-o", help="Folder for everything the demo writes."),
+    out: Path = typer.Option(
+        Path("demo_output"), "--out", "-o", help="Folder for everything the demo writes."
+    ),
     seed: int = typer.Option(2024, help="Seed of the synthetic case."),
     tta: str = typer.Option("flip", help="Mirroring: none, flip or full."),
 ) -> None:
@@ -103,15 +111,27 @@ def demo(
     console.print(DEMO_NOTICE)
     case = generate_case(seed, 1, "ssa")
     folder = write_case(case, out / "cases")
-    console.print(f"1/4 synthetic case {case.case_id} (240x240x155, 1 mm, BraTS-Africa-like quality) -> {folder}")
+    console.print(
+        f"1/4 synthetic case {case.case_id} (240x240x155, 1 mm, BraTS-Africa-like quality) -> {folder}"
+    )
     data = load_case(discover_cases(folder).cases[0])
     t1 = time.perf_counter()
     prediction = segment_case(data, [find_members(DEMO_MODEL)], tta=tta)
-    seg_path = save_nifti(prediction.labels, out / f"{case.case_id}.nii.gz", reference=data.reference, dtype=np.uint8)
-    console.print(f"2/4 segmented with the bundled demo model in {time.perf_counter() - t1:.1f} s -> {seg_path}")
-    png = render_preview(data.image, data.affine, out / f"{case.case_id}-preview.png", data.label,
-                         title=f"{case.case_id} (synthetic): ground truth overlay; last row: prediction",
-                         compare_labels=prediction.labels, compare_title="prediction")
+    seg_path = save_nifti(
+        prediction.labels, out / f"{case.case_id}.nii.gz", reference=data.reference, dtype=np.uint8
+    )
+    console.print(
+        f"2/4 segmented with the bundled demo model in {time.perf_counter() - t1:.1f} s -> {seg_path}"
+    )
+    png = render_preview(
+        data.image,
+        data.affine,
+        out / f"{case.case_id}-preview.png",
+        data.label,
+        title=f"{case.case_id} (synthetic): ground truth overlay; last row: prediction",
+        compare_labels=prediction.labels,
+        compare_title="prediction",
+    )
     console.print(f"3/4 preview (ground truth on every modality, prediction in the last row) -> {png}")
     result = evaluate_labels(prediction.labels, data.label, data.spacing, "brats2024-ssa", case.case_id)
     scores = {
@@ -123,18 +143,30 @@ def demo(
         }
         for region, r in result.regions.items()
     }
-    write_text_atomic(out / "scores.json", json.dumps({"case_id": case.case_id, "definition": "brats2024-ssa",
-                                                       "synthetic": True, "scores": scores}, indent=2) + "\n")
+    write_text_atomic(
+        out / "scores.json",
+        json.dumps(
+            {"case_id": case.case_id, "definition": "brats2024-ssa", "synthetic": True, "scores": scores},
+            indent=2,
+        )
+        + "\n",
+    )
     console.print("4/4 BraTS lesion-wise scores (brats2024-ssa definition) -> " + str(out / "scores.json"))
-    console.print(f"    {'region':6s} {'lesion-wise Dice':>16s} {'lesion-wise HD95 (mm)':>22s} {'legacy Dice':>12s}")
+    console.print(
+        f"    {'region':6s} {'lesion-wise Dice':>16s} {'lesion-wise HD95 (mm)':>22s} {'legacy Dice':>12s}"
+    )
     for region, s in scores.items():
-        console.print(f"    {region:6s} {s['lesionwise_dice']:16.3f} {s['lesionwise_hd95_mm']:22.2f} {s['legacy_dice']:12.3f}")
+        console.print(
+            f"    {region:6s} {s['lesionwise_dice']:16.3f} {s['lesionwise_hd95_mm']:22.2f} {s['legacy_dice']:12.3f}"
+        )
     console.print(f"done in {time.perf_counter() - t0:.1f} s. {DEMO_NOTICE}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command(epilog="Example: glioseg synth data/ssa --cases 20 --domain ssa --seed 1 --shape 64,64,64 --spacing 3")(
-        reports_errors(synth)
+    app.command(
+        epilog="Example: glioseg synth data/ssa --cases 20 --domain ssa --seed 1 --shape 64,64,64 --spacing 3"
+    )(reports_errors(synth))
+    app.command(epilog="Example: glioseg preview data/ssa/SynSSA-s1-0001 --out case1.png")(
+        reports_errors(preview)
     )
-    app.command(epilog="Example: glioseg preview data/ssa/SynSSA-s1-0001 --out case1.png")(reports_errors(preview))
     app.command(epilog="Example: glioseg demo --out demo_output")(reports_errors(demo))

@@ -41,11 +41,24 @@ def _cell(stats: dict, digits: int) -> str:
 
 
 def evaluate(
-    pred: Path = typer.Option(..., "--pred", "-p", help="A prediction file, or a folder of <ID>.nii.gz / <ID>-seg / <ID>-pred files."),
-    gt: Path = typer.Option(..., "--gt", "-g", help="The ground-truth file, or a folder of case folders (<ID>/<ID>-seg.nii.gz or _seg)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for per_case.csv, per_lesion.csv and summary.json."),
+    pred: Path = typer.Option(
+        ...,
+        "--pred",
+        "-p",
+        help="A prediction file, or a folder of <ID>.nii.gz / <ID>-seg / <ID>-pred files.",
+    ),
+    gt: Path = typer.Option(
+        ...,
+        "--gt",
+        "-g",
+        help="The ground-truth file, or a folder of case folders (<ID>/<ID>-seg.nii.gz or _seg).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for per_case.csv, per_lesion.csv and summary.json."
+    ),
     definition: Definition = typer.Option(
-        Definition.brats2024_ssa, help="brats2024-ssa: BraTS-Africa 2024 code (default); brats2023: BraTS 2023 code."
+        Definition.brats2024_ssa,
+        help="brats2024-ssa: BraTS-Africa 2024 code (default); brats2023: BraTS 2023 code.",
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
     geometry: GeometryCheck = typer.Option(
@@ -85,8 +98,12 @@ def evaluate(
     if run.geometry == "shape":
         console.print("geometry check: shape and spacing only (affines were not compared)")
     for case_id, path in run.unmatched_predictions.items():
-        err_console.print(f"[yellow]unmatched[/] prediction {path} (no ground truth for case {case_id})", soft_wrap=True)
-    console.print(f"wrote {paths['per_case']}, {paths['per_lesion'].name}, {paths['summary'].name} in {run.seconds:.1f} s")
+        err_console.print(
+            f"[yellow]unmatched[/] prediction {path} (no ground truth for case {case_id})", soft_wrap=True
+        )
+    console.print(
+        f"wrote {paths['per_case']}, {paths['per_lesion'].name}, {paths['summary'].name} in {run.seconds:.1f} s"
+    )
     exit_if_failures([failure.message for failure in run.failures], "not evaluated")
 
 

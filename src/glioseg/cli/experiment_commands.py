@@ -20,10 +20,14 @@ class ScaleName(str, Enum):
 
 def transfer(
     out: Path = typer.Option(..., "--out", "-o", help="Experiment folder (rerun to resume)."),
-    scale: ScaleName = typer.Option(ScaleName.tiny, help="tiny (CI, minutes), small (2-core CPU, ~90 min), full (paper, GPUs)."),
+    scale: ScaleName = typer.Option(
+        ScaleName.tiny, help="tiny (CI, minutes), small (2-core CPU, ~90 min), full (paper, GPUs)."
+    ),
     source: Path | None = typer.Option(None, help="Pre-training cohort (default: synthetic adult)."),
     target: Path | None = typer.Option(None, help="Small local cohort (default: synthetic ssa)."),
-    test: Path | None = typer.Option(None, help="Held-out test cohort of the target domain (default: synthetic ssa)."),
+    test: Path | None = typer.Option(
+        None, help="Held-out test cohort of the target domain (default: synthetic ssa)."
+    ),
     seed: int = typer.Option(0, help="Seed of data, folds, initialisation and sampling."),
 ) -> None:
     """Rerun the paper's comparison: scratch vs pre-trained vs fine-tuned (random/stratified folds), ensemble, post-processing."""
@@ -33,9 +37,9 @@ def transfer(
 
 
 def register(app: typer.Typer) -> None:
-    experiment_app.command(
-        epilog="Example: glioseg experiment transfer --out runs/exp-small --scale small"
-    )(reports_errors(transfer))
+    experiment_app.command(epilog="Example: glioseg experiment transfer --out runs/exp-small --scale small")(
+        reports_errors(transfer)
+    )
     app.add_typer(
         experiment_app,
         name="experiment",

@@ -18,23 +18,34 @@ def _parse_tissues(text: str | None) -> dict[str, int] | None:
         try:
             out[name.strip().upper()] = int(value)
         except ValueError:
-            raise typer.BadParameter(f"--tissue-labels must look like NETC=2,SNFH=1,ET=3; got {text!r}") from None
+            raise typer.BadParameter(
+                f"--tissue-labels must look like NETC=2,SNFH=1,ET=3; got {text!r}"
+            ) from None
     return out
 
 
 def import_nnunet(
     results: Path = typer.Argument(
-        ..., help="nnU-Net results folder (.../DatasetXXX/nnUNetTrainer__nnUNetPlans__3d_fullres) or a checkpoint file."
+        ...,
+        help="nnU-Net results folder (.../DatasetXXX/nnUNetTrainer__nnUNetPlans__3d_fullres) or a checkpoint file.",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write model.safetensors and model.json into."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder to write model.safetensors and model.json into."
+    ),
     fold: str = typer.Option("0", "--fold", "-f", help="Fold to import (0..4 or all)."),
-    checkpoint: str = typer.Option("final", help="final or best (checkpoint_final.pth / checkpoint_best.pth)."),
-    configuration: str | None = typer.Option(None, help="nnU-Net configuration (default: the checkpoint's own)."),
+    checkpoint: str = typer.Option(
+        "final", help="final or best (checkpoint_final.pth / checkpoint_best.pth)."
+    ),
+    configuration: str | None = typer.Option(
+        None, help="nnU-Net configuration (default: the checkpoint's own)."
+    ),
     channels: str | None = typer.Option(
-        None, help="glioseg modality of each nnU-Net channel in nnU-Net's order, e.g. t2f,t1n,t1c,t2w (default: by name)."
+        None,
+        help="glioseg modality of each nnU-Net channel in nnU-Net's order, e.g. t2f,t1n,t1c,t2w (default: by name).",
     ),
     tissue_labels: str | None = typer.Option(
-        None, help="Softmax models: nnU-Net label of each tissue, e.g. NETC=2,SNFH=1,ET=3 (default: by label name)."
+        None,
+        help="Softmax models: nnU-Net label of each tissue, e.g. NETC=2,SNFH=1,ET=3 (default: by label name).",
     ),
 ) -> None:
     """Import a trained nnU-Net v2 model (weights, plans, channel and output mapping) as a glioseg model."""
@@ -50,7 +61,10 @@ def import_nnunet(
         raise typer.BadParameter(f"--fold must be a fold number or all, got {fold!r}")
     parsed_fold: int | str = fold if fold == "all" else int(fold)
     imported = run_import(
-        results, fold=parsed_fold, checkpoint_name=name, configuration=configuration,
+        results,
+        fold=parsed_fold,
+        checkpoint_name=name,
+        configuration=configuration,
         channels=[c.strip() for c in channels.split(",")] if channels else None,
         tissue_labels=_parse_tissues(tissue_labels),
     )

@@ -25,34 +25,58 @@ class Mode(str, Enum):
 
 
 def predict(
-    input: Path | None = typer.Argument(None, help="A case folder, a folder of cases, or an nnU-Net dataset."),
+    input: Path | None = typer.Argument(
+        None, help="A case folder, a folder of cases, or an nnU-Net dataset."
+    ),
     model: list[str] = typer.Option(
-        ..., "--model", "-m",
-        help="A bundled model's name (glioseg models), a run, or a folder of fold runs; repeat for an ensemble."),
+        ...,
+        "--model",
+        "-m",
+        help="A bundled model's name (glioseg models), a run, or a folder of fold runs; repeat for an ensemble.",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <ID>.nii.gz label maps."),
     weights: str | None = typer.Option(
-        None, help="Ensemble weights: w1,w2,... per --model, or weights.json (default: a bundled model's own)."),
-    mode: Mode = typer.Option(Mode.default, help="fast (CPU: first member, one pass over the brain crop), accurate (all members, one mirroring each), reference, default."),
-    tta: TTA | None = typer.Option(None, help="Mirroring: none, flip (left-right), full (all 8), spread (one per member)."),
+        None,
+        help="Ensemble weights: w1,w2,... per --model, or weights.json (default: a bundled model's own).",
+    ),
+    mode: Mode = typer.Option(
+        Mode.default,
+        help="fast (CPU: first member, one pass over the brain crop), accurate (all members, one mirroring each), reference, default.",
+    ),
+    tta: TTA | None = typer.Option(
+        None, help="Mirroring: none, flip (left-right), full (all 8), spread (one per member)."
+    ),
     overlap: float | None = typer.Option(None, help="Sliding-window overlap in [0, 1)."),
-    window: str | None = typer.Option(None, help="sliding (windows of the training patch) or whole (one pass over the brain crop)."),
+    window: str | None = typer.Option(
+        None, help="sliding (windows of the training patch) or whole (one pass over the brain crop)."
+    ),
     window_norm: bool | None = typer.Option(
-        None, "--window-norm/--global-norm",
+        None,
+        "--window-norm/--global-norm",
         help="Whole-crop passes: normalise with the statistics of the sliding windows that cover each voxel (default) "
-        "or of the whole crop."),
-    engine: str | None = typer.Option(None, help="torch or onnx (ONNX Runtime on the CPU; needs the bench extra)."),
+        "or of the whole crop.",
+    ),
+    engine: str | None = typer.Option(
+        None, help="torch or onnx (ONNX Runtime on the CPU; needs the bench extra)."
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     thresholds: str = typer.Option("0.5,0.5,0.5", help="Probability thresholds for WT, TC, ET."),
-    save_probabilities: bool = typer.Option(False, "--save-probabilities", help="Also write <ID>_probabilities.npz (float16)."),
-    report: bool = typer.Option(False, "--report", help="Also write <ID>_report.html (volumes, lesions, quality, uncertainty)."),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Also write <ID>_probabilities.npz (float16)."
+    ),
+    report: bool = typer.Option(
+        False, "--report", help="Also write <ID>_report.html (volumes, lesions, quality, uncertainty)."
+    ),
     t1n: Path | None = typer.Option(None, help="Single case given as files: the T1 native image."),
     t1c: Path | None = typer.Option(None, help="... the T1 contrast-enhanced image."),
     t2w: Path | None = typer.Option(None, help="... the T2-weighted image."),
     t2f: Path | None = typer.Option(None, help="... the T2-FLAIR image."),
     postprocess: Path | None = typer.Option(
-        None, "--postprocess",
+        None,
+        "--postprocess",
         help="Post-processing configuration (pp.json from glioseg postprocess tune) applied before writing "
-        "(default: a bundled model's own)."),
+        "(default: a bundled model's own).",
+    ),
 ) -> None:
     """Segment cases with one model, a fold ensemble or a weighted model ensemble (BraTS labels 1/2/3)."""
     import numpy as np
@@ -73,9 +97,13 @@ def predict(
             try:
                 parsed_weights = np.asarray([float(w) for w in weights.split(",")])
             except ValueError:
-                raise typer.BadParameter(f"--weights must be numbers like 0.6,0.4 or a .json file, got {weights!r}") from None
+                raise typer.BadParameter(
+                    f"--weights must be numbers like 0.6,0.4 or a .json file, got {weights!r}"
+                ) from None
             if len(parsed_weights) != len(groups):
-                raise typer.BadParameter(f"--weights has {len(parsed_weights)} value(s) for {len(groups)} model(s)")
+                raise typer.BadParameter(
+                    f"--weights has {len(parsed_weights)} value(s) for {len(groups)} model(s)"
+                )
     hook = None
     if postprocess is not None:
         from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
@@ -90,19 +118,34 @@ def predict(
             write_case_report(data, prediction, seg_path, out, members, record)
 
     options = PredictOptions.from_mode(
-        mode.value, tta=tta.value if tta else None, overlap=overlap, window=window, engine=engine, device=device,
+        mode.value,
+        tta=tta.value if tta else None,
+        overlap=overlap,
+        window=window,
+        engine=engine,
+        device=device,
         window_norm=window_norm,
-        thresholds=parse_triple(thresholds, "--thresholds", float), save_probabilities=save_probabilities,
-        weights=parsed_weights, after_case=after_case, track_variance=report and members > 1, postprocess=hook,
+        thresholds=parse_triple(thresholds, "--thresholds", float),
+        save_probabilities=save_probabilities,
+        weights=parsed_weights,
+        after_case=after_case,
+        track_variance=report and members > 1,
+        postprocess=hook,
         postprocess_source=str(postprocess) if postprocess is not None else None,
     )
     used = sum(min(len(g.members), options.members_per_group or len(g.members)) for g in groups)
     if options.window == "sliding":
         window_detail = f" (overlap {options.overlap})"
     else:  # the ONNX graph keeps the crop's statistics
-        window_detail = " (window-matched norms)" if options.window_norm and options.engine == "torch" else " (crop norms)"
+        window_detail = (
+            " (window-matched norms)"
+            if options.window_norm and options.engine == "torch"
+            else " (crop norms)"
+        )
     for card in resolved.cards:
-        console.print(f"model {card.name} {card.version}: {card.doc.get('summary', '')} {card.doc.get('disclaimer', '')}")
+        console.print(
+            f"model {card.name} {card.version}: {card.doc.get('summary', '')} {card.doc.get('disclaimer', '')}"
+        )
     console.print(
         f"{len(cases)} case(s), {len(groups)} model(s), {used} of {members} member(s) used; mode {mode.value}: "
         f"TTA {options.tta}, {options.window} window{window_detail}, engine {options.engine}"

@@ -31,12 +31,17 @@ def list_models(ctx: typer.Context) -> None:
 
     for card in bundled_cards():
         console.print(f"{card.name} {card.version} ({card.size_mb:.1f} MB)")
-        for label, value in (("architecture", card.doc.get("architecture", "")), ("plan", card.doc.get("plan", "")),
-                             ("training data", card.doc.get("training_data", "")),
-                             ("CV lesion-wise Dice (out-of-fold)", _dice(card)),
-                             ("intended use", card.doc["intended_use"])):
+        for label, value in (
+            ("architecture", card.doc.get("architecture", "")),
+            ("plan", card.doc.get("plan", "")),
+            ("training data", card.doc.get("training_data", "")),
+            ("CV lesion-wise Dice (out-of-fold)", _dice(card)),
+            ("intended use", card.doc["intended_use"]),
+        ):
             console.print(f"  {label}: {value}")
-    console.print("Use one with: glioseg predict CASE --model NAME --out OUT; its card: glioseg models show NAME")
+    console.print(
+        "Use one with: glioseg predict CASE --model NAME --out OUT; its card: glioseg models show NAME"
+    )
 
 
 def show(name: str = typer.Argument(..., help="A bundled model's name.")) -> None:
@@ -50,19 +55,29 @@ def show(name: str = typer.Argument(..., help="A bundled model's name.")) -> Non
 
 
 def package(
-    work: Path = typer.Argument(..., help="Release workspace of scripts/train_real_models.sh (CV runs, weights, pp.json)."),
+    work: Path = typer.Argument(
+        ..., help="Release workspace of scripts/train_real_models.sh (CV runs, weights, pp.json)."
+    ),
     name: str = typer.Option(..., "--name", help="Name of the bundled model (glioseg predict --model NAME)."),
     data: Path = typer.Option(..., "--data", help="The labelled cases the cross-validation ran on."),
-    card: Path = typer.Option(..., "--card", help="JSON of the card's descriptive fields (summary, intended_use, ...)."),
-    dest: Path | None = typer.Option(None, "--dest", help="Folder of bundled models (default: the package's own)."),
+    card: Path = typer.Option(
+        ..., "--card", help="JSON of the card's descriptive fields (summary, intended_use, ...)."
+    ),
+    dest: Path | None = typer.Option(
+        None, "--dest", help="Folder of bundled models (default: the package's own)."
+    ),
 ) -> None:
     """Package a cross-validated release as a bundled model (float16 weights where exact enough, scored card)."""
     from glioseg.data.io import read_json
     from glioseg.models.catalog import BUNDLED_MODELS
     from glioseg.train.release import package_release
 
-    result = package_release(work, name, data, read_json(card, "card fields"), dest or BUNDLED_MODELS, console.print)
-    console.print(f"bundled model {result.name} -> {result.root} ({result.size_mb:.1f} MB, SHA-256 {result.checksum[:16]}...)")
+    result = package_release(
+        work, name, data, read_json(card, "card fields"), dest or BUNDLED_MODELS, console.print
+    )
+    console.print(
+        f"bundled model {result.name} -> {result.root} ({result.size_mb:.1f} MB, SHA-256 {result.checksum[:16]}...)"
+    )
 
 
 def register(app: typer.Typer) -> None:

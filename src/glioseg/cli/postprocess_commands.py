@@ -27,21 +27,34 @@ class GeometryCheck(str, Enum):
 
 
 def tune(
-    pred: Path = typer.Option(..., "--pred", "-p", help="Out-of-fold predictions: a folder of <ID>.nii.gz (e.g. CV/oof)."),
-    gt: Path = typer.Option(..., "--gt", "-g", help="Ground truth: a folder of cases (with images when --clusters is given)."),
-    out: Path = typer.Option(Path("pp.json"), "--out", "-o", help="Configuration to write; reports go beside it."),
-    clusters: Path | None = typer.Option(
-        None, "--clusters", help="Cluster model of glioseg split (<name>.model.json): one setting per radiomic cluster."
+    pred: Path = typer.Option(
+        ..., "--pred", "-p", help="Out-of-fold predictions: a folder of <ID>.nii.gz (e.g. CV/oof)."
     ),
-    definition: Definition = typer.Option(Definition.brats2024_ssa, help="Lesion-wise metric definition to maximise."),
+    gt: Path = typer.Option(
+        ..., "--gt", "-g", help="Ground truth: a folder of cases (with images when --clusters is given)."
+    ),
+    out: Path = typer.Option(
+        Path("pp.json"), "--out", "-o", help="Configuration to write; reports go beside it."
+    ),
+    clusters: Path | None = typer.Option(
+        None,
+        "--clusters",
+        help="Cluster model of glioseg split (<name>.model.json): one setting per radiomic cluster.",
+    ),
+    definition: Definition = typer.Option(
+        Definition.brats2024_ssa, help="Lesion-wise metric definition to maximise."
+    ),
     min_cluster_cases: int = typer.Option(
         5, "--min-cluster-cases", min=1, help="Clusters with fewer tuning cases use the global setting."
     ),
     grid: Path | None = typer.Option(
-        None, "--grid", help='JSON of threshold lists, e.g. {"wt_min_size": [0, 100, 500], "et_ratio": [0, 0.05]}.'
+        None,
+        "--grid",
+        help='JSON of threshold lists, e.g. {"wt_min_size": [0, 100, 500], "et_ratio": [0, 0.05]}.',
     ),
     geometry: GeometryCheck = typer.Option(
-        GeometryCheck.strict, help="strict: shape, spacing and affine must match the ground truth; shape: not the affine."
+        GeometryCheck.strict,
+        help="strict: shape, spacing and affine must match the ground truth; shape: not the affine.",
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
 ) -> None:
@@ -74,38 +87,57 @@ def tune(
         else:
             console.print(f"{case_id}: {scores.n_maps} distinct map(s) scored ({scores.seconds:.1f} s)")
 
-    result = run_tune(pred, gt, chosen_grid, definition.value, clusters, min_cluster_cases, geometry.value, jobs, progress)
+    result = run_tune(
+        pred, gt, chosen_grid, definition.value, clusters, min_cluster_cases, geometry.value, jobs, progress
+    )
     paths = result.write(out)
     report = result.report
-    table = Table(title=f"{report['n_cases']} case(s): mean lesion-wise Dice before -> after (paired difference, 95% CI, p)")
+    table = Table(
+        title=f"{report['n_cases']} case(s): mean lesion-wise Dice before -> after (paired difference, 95% CI, p)"
+    )
     for column in ("region", "before", "after", "difference [95% CI]", "Wilcoxon p", "better/worse"):
         table.add_column(column, justify="left" if column == "region" else "right")
     for region in ("ET", "TC", "WT"):
         s = report["regions"][region]["lesionwise_dice"]
         table.add_row(
-            region, f"{s['before_mean']:.4f}", f"{s['after_mean']:.4f}",
+            region,
+            f"{s['before_mean']:.4f}",
+            f"{s['after_mean']:.4f}",
             f"{s['mean_difference']:+.4f} [{s['ci95_low']:+.4f}, {s['ci95_high']:+.4f}]",
-            f"{s['wilcoxon_p']:.3g}", f"{s['n_better']}/{s['n_worse']}",
+            f"{s['wilcoxon_p']:.3g}",
+            f"{s['n_better']}/{s['n_worse']}",
         )
     console.print(table)
     console.print(f"global setting: {report['selected']['global']['description']}")
     for key, entry in report["selected"].get("clusters", {}).items():
-        console.print(f"cluster {key} ({entry['n_cases']} case(s), {entry['source']}): {entry['description']}")
+        console.print(
+            f"cluster {key} ({entry['n_cases']} case(s), {entry['source']}): {entry['description']}"
+        )
     timing = report["timing"]
     console.print(
         f"{timing['cases']} cases x {timing['settings']} settings from {timing['maps_scored']} distinct maps "
         f"in {timing['seconds']:.1f} s"
     )
-    console.print(f"wrote {paths['config']}, {paths['report'].name}, {paths['summary'].name}, {paths['cases'].name}")
+    console.print(
+        f"wrote {paths['config']}, {paths['report'].name}, {paths['summary'].name}, {paths['cases'].name}"
+    )
     exit_if_failures(result.failures, "not used")
 
 
 def apply(
-    pred: Path = typer.Argument(..., help="A label map, or a folder of <ID>.nii.gz / <ID>-pred / <ID>-seg label maps."),
-    config: Path = typer.Option(..., "--config", "-c", help="Configuration written by glioseg postprocess tune."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (or a .nii.gz file when PRED is one file)."),
+    pred: Path = typer.Argument(
+        ..., help="A label map, or a folder of <ID>.nii.gz / <ID>-pred / <ID>-seg label maps."
+    ),
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="Configuration written by glioseg postprocess tune."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output folder (or a .nii.gz file when PRED is one file)."
+    ),
     images: Path | None = typer.Option(
-        None, "--images", help="Folder of the cases' images; needed by per-cluster configurations (radiomics)."
+        None,
+        "--images",
+        help="Folder of the cases' images; needed by per-cluster configurations (radiomics).",
     ),
 ) -> None:
     """Apply a post-processing configuration to label maps (writes <ID>.nii.gz on the input's grid)."""

@@ -32,64 +32,109 @@ def _run(options, resume: bool, tta: str) -> None:
         result = resume_run(options.out, printer=console.print, devices=options.devices)
     else:
         result = train_run(options, printer=console.print)
-    scores = ", ".join(f"{k.removeprefix('val_dice_')} {v:.3f}" for k, v in result.metrics.items() if k.startswith("val_dice_"))
-    console.print(f"model -> {result.run_dir / 'model.safetensors'} (+ model.json); last validation Dice: {scores or 'n/a'}")
+    scores = ", ".join(
+        f"{k.removeprefix('val_dice_')} {v:.3f}"
+        for k, v in result.metrics.items()
+        if k.startswith("val_dice_")
+    )
+    console.print(
+        f"model -> {result.run_dir / 'model.safetensors'} (+ model.json); last validation Dice: {scores or 'n/a'}"
+    )
 
 
 def train(
     data: Path = typer.Argument(..., help="Folder of labelled cases (any BraTS layout)."),
-    model: str = typer.Option(..., "--model", "-m", help="nnunet, nnunet-resenc or mednext-{s,b,m,l}-k{3,5}."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="nnunet, nnunet-resenc or mednext-{s,b,m,l}-k{3,5}."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (weights, plan, logs, curves)."),
     splits: Path | None = typer.Option(None, help="splits.json (nnU-Net splits_final.json shape)."),
     fold: str | None = typer.Option(None, help="Fold of --splits to train, or 'all' for cross-validation."),
     epochs: int | None = typer.Option(None, help="Epochs (recipe default: 1000)."),
     iters_per_epoch: int | None = typer.Option(None, help="Iterations per epoch (recipe default: 250)."),
-    spacing: str | None = typer.Option(None, help="Target spacing in mm, e.g. 2 or 1,1,1 (default: dataset median)."),
+    spacing: str | None = typer.Option(
+        None, help="Target spacing in mm, e.g. 2 or 1,1,1 (default: dataset median)."
+    ),
     patch: str | None = typer.Option(None, help="Patch size in voxels, e.g. 128,128,128 (default: planned)."),
     batch_size: int = typer.Option(2, help="Patches per step."),
-    base_features: int = typer.Option(32, help="Channels of the first stage (nnU-Net: 32); fewer for CPU runs."),
-    memory_budget: float | None = typer.Option(None, help="GiB a training step may use (default: 60% of GPU or RAM)."),
+    base_features: int = typer.Option(
+        32, help="Channels of the first stage (nnU-Net: 32); fewer for CPU runs."
+    ),
+    memory_budget: float | None = typer.Option(
+        None, help="GiB a training step may use (default: 60% of GPU or RAM)."
+    ),
     devices: int = typer.Option(1, help="GPUs (or CPU processes) per node; >1 uses DDP."),
     num_nodes: int = typer.Option(1, help="Nodes for multi-node DDP (see docs/training.md)."),
     accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
-    precision: str | None = typer.Option(None, help="32-true, bf16-mixed or 16-mixed (default: bf16 on GPUs that have it)."),
+    precision: str | None = typer.Option(
+        None, help="32-true, bf16-mixed or 16-mixed (default: bf16 on GPUs that have it)."
+    ),
     seed: int = typer.Option(0, help="Seed of initialisation, sampling and augmentation."),
     val_every: int = typer.Option(1, help="Validate every N epochs."),
     lr: float | None = typer.Option(None, help="Learning rate (recipe default: nnunet 1e-2, mednext 1e-3)."),
-    low_quality_augment: float = typer.Option(0.0, help="Probability of the BraTS-Africa-like degradation per patch."),
+    low_quality_augment: float = typer.Option(
+        0.0, help="Probability of the BraTS-Africa-like degradation per patch."
+    ),
     mirror_consistency: float = typer.Option(0.0, help=MIRROR_CONSISTENCY_HELP),
     consistency_crop: float = typer.Option(1.0, help=CONSISTENCY_CROP_HELP),
-    no_augment: bool = typer.Option(False, "--no-augment", help="Disable spatial and intensity augmentation."),
+    no_augment: bool = typer.Option(
+        False, "--no-augment", help="Disable spatial and intensity augmentation."
+    ),
     num_workers: int = typer.Option(0, help="Data-loader worker processes."),
-    cache: Path | None = typer.Option(None, help="Folder for preprocessed cases (default: RUN/preprocessed); share it between runs."),
+    cache: Path | None = typer.Option(
+        None, help="Folder for preprocessed cases (default: RUN/preprocessed); share it between runs."
+    ),
     allow_empty_labels: bool = typer.Option(False, help="Accept labelled cases without tumour."),
     tta: str = typer.Option("flip", help="Mirroring for the out-of-fold predictions of --fold all."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
 ) -> None:
     """Train nnU-Net or MedNeXt from scratch (region-based WT/TC/ET, PyTorch Lightning)."""
     from glioseg.train.run import TrainOptions
 
     options = TrainOptions(
-        data=str(data), model=model, out=str(out), splits=str(splits) if splits else None, fold=fold,
-        epochs=epochs, iters_per_epoch=iters_per_epoch,
+        data=str(data),
+        model=model,
+        out=str(out),
+        splits=str(splits) if splits else None,
+        fold=fold,
+        epochs=epochs,
+        iters_per_epoch=iters_per_epoch,
         spacing=list(parse_triple(spacing, "--spacing", float)) if spacing else None,
         patch=list(parse_triple(patch, "--patch")) if patch else None,
-        batch_size=batch_size, base_features=base_features, memory_budget_gib=memory_budget,
-        devices=devices, num_nodes=num_nodes, accelerator=accelerator, precision=precision, seed=seed,
-        val_every=val_every, lr=lr, low_quality_augment=low_quality_augment, augment=not no_augment,
-        mirror_consistency=mirror_consistency, consistency_crop=consistency_crop,
-        num_workers=num_workers, cache=str(cache) if cache else None, allow_empty_labels=allow_empty_labels,
+        batch_size=batch_size,
+        base_features=base_features,
+        memory_budget_gib=memory_budget,
+        devices=devices,
+        num_nodes=num_nodes,
+        accelerator=accelerator,
+        precision=precision,
+        seed=seed,
+        val_every=val_every,
+        lr=lr,
+        low_quality_augment=low_quality_augment,
+        augment=not no_augment,
+        mirror_consistency=mirror_consistency,
+        consistency_crop=consistency_crop,
+        num_workers=num_workers,
+        cache=str(cache) if cache else None,
+        allow_empty_labels=allow_empty_labels,
     )
     _run(options, resume, tta)
 
 
 def finetune(
     data: Path = typer.Argument(..., help="Folder of labelled target cases (e.g. the local cohort)."),
-    pretrained: Path = typer.Option(..., "--pretrained", "-p", help="glioseg model/run, or an nnU-Net v2 result folder or .pth."),
+    pretrained: Path = typer.Option(
+        ..., "--pretrained", "-p", help="glioseg model/run, or an nnU-Net v2 result folder or .pth."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (a fold) or CV folder (--fold all)."),
     splits: Path | None = typer.Option(None, help="splits.json from glioseg split."),
     fold: str | None = typer.Option(None, help="Fold of --splits, or 'all' for cross-validation."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Only to grow a MedNeXt k3 start to k5 (UpKern), e.g. mednext-m-k5."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Only to grow a MedNeXt k3 start to k5 (UpKern), e.g. mednext-m-k5."
+    ),
     pretrained_fold: int = typer.Option(0, help="Fold to take from an nnU-Net v2 result."),
     epochs: int | None = typer.Option(None, help="Epochs (fine-tuning default: 150)."),
     iters_per_epoch: int | None = typer.Option(None, help="Iterations per epoch (default: 250)."),
@@ -103,25 +148,46 @@ def finetune(
     precision: str | None = typer.Option(None, help="32-true, bf16-mixed or 16-mixed."),
     seed: int = typer.Option(0, help="Seed of sampling and augmentation."),
     val_every: int = typer.Option(1, help="Validate every N epochs."),
-    low_quality_augment: float = typer.Option(0.0, help="Probability of the BraTS-Africa-like degradation per patch."),
+    low_quality_augment: float = typer.Option(
+        0.0, help="Probability of the BraTS-Africa-like degradation per patch."
+    ),
     mirror_consistency: float = typer.Option(0.0, help=MIRROR_CONSISTENCY_HELP),
     consistency_crop: float = typer.Option(1.0, help=CONSISTENCY_CROP_HELP),
     num_workers: int = typer.Option(0, help="Data-loader worker processes."),
     cache: Path | None = typer.Option(None, help="Folder for preprocessed cases; share it between folds."),
     tta: str = typer.Option("flip", help="Mirroring for the out-of-fold predictions of --fold all."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
 ) -> None:
     """Fine-tune a pre-trained model on a small local cohort, keeping the pre-trained plan."""
     from glioseg.train.run import TrainOptions
 
     options = TrainOptions(
-        data=str(data), model=model or "", out=str(out), splits=str(splits) if splits else None, fold=fold,
-        epochs=epochs, iters_per_epoch=iters_per_epoch, lr=lr, warmup_epochs=warmup_epochs,
-        freeze_encoder_epochs=freeze_encoder_epochs, batch_size=batch_size or 2, memory_budget_gib=memory_budget,
-        devices=devices, accelerator=accelerator, precision=precision, seed=seed, val_every=val_every,
-        low_quality_augment=low_quality_augment, mirror_consistency=mirror_consistency,
-        consistency_crop=consistency_crop, num_workers=num_workers,
-        cache=str(cache) if cache else None, pretrained=str(pretrained), pretrained_fold=pretrained_fold,
+        data=str(data),
+        model=model or "",
+        out=str(out),
+        splits=str(splits) if splits else None,
+        fold=fold,
+        epochs=epochs,
+        iters_per_epoch=iters_per_epoch,
+        lr=lr,
+        warmup_epochs=warmup_epochs,
+        freeze_encoder_epochs=freeze_encoder_epochs,
+        batch_size=batch_size or 2,
+        memory_budget_gib=memory_budget,
+        devices=devices,
+        accelerator=accelerator,
+        precision=precision,
+        seed=seed,
+        val_every=val_every,
+        low_quality_augment=low_quality_augment,
+        mirror_consistency=mirror_consistency,
+        consistency_crop=consistency_crop,
+        num_workers=num_workers,
+        cache=str(cache) if cache else None,
+        pretrained=str(pretrained),
+        pretrained_fold=pretrained_fold,
     )
     if batch_size is None:
         options.batch_size = None  # keep the pre-trained plan's
@@ -129,11 +195,17 @@ def finetune(
 
 
 def ensemble_weights(
-    cv_runs: list[Path] = typer.Argument(..., help="Cross-validation folders (glioseg train/finetune --fold all)."),
+    cv_runs: list[Path] = typer.Argument(
+        ..., help="Cross-validation folders (glioseg train/finetune --fold all)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="weights.json to write."),
-    method: str = typer.Option("proportional", help="proportional (to CV lesion-wise Dice) or search (grid on OOF probabilities)."),
+    method: str = typer.Option(
+        "proportional", help="proportional (to CV lesion-wise Dice) or search (grid on OOF probabilities)."
+    ),
     data: Path | None = typer.Option(None, help="Labelled data (needed by --method search and --oof-out)."),
-    oof_out: Path | None = typer.Option(None, help="Also write the weighted ensemble's out-of-fold label maps here (for postprocess tune)."),
+    oof_out: Path | None = typer.Option(
+        None, help="Also write the weighted ensemble's out-of-fold label maps here (for postprocess tune)."
+    ),
 ) -> None:
     """Ensemble weights per region from cross-validated lesion-wise Dice, for glioseg predict --weights."""
     from glioseg.infer.weights import ensemble_weights as compute
@@ -150,8 +222,13 @@ def ensemble_weights(
         written = combine_out_of_fold(cv_runs, doc, data, oof_out)
         console.print(f"{len(written)} out-of-fold ensemble label map(s) -> {oof_out}")
     for entry in doc["models"]:
-        console.print(f"{entry['name']}: " + ", ".join(f"{r} {w:.3f}" for r, w in entry["weights"].items())
-                      + "  (CV lesion-wise Dice " + ", ".join(f"{r} {d:.3f}" for r, d in entry["cv_lesionwise_dice"].items()) + ")")
+        console.print(
+            f"{entry['name']}: "
+            + ", ".join(f"{r} {w:.3f}" for r, w in entry["weights"].items())
+            + "  (CV lesion-wise Dice "
+            + ", ".join(f"{r} {d:.3f}" for r, d in entry["cv_lesionwise_dice"].items())
+            + ")"
+        )
     console.print(f"weights -> {out}")
 
 

@@ -31,8 +31,9 @@ _LABELS_HELP = (
 _SOURCE_HELP = "auto: ground truth if the case has one, else --labels; truth: ground truth only; labels: always --labels."
 
 
-def _compute_features(data: Path, labels: Path | None, source: LabelSource, quality: bool, bin_width: float,
-                      levels: int):
+def _compute_features(
+    data: Path, labels: Path | None, source: LabelSource, quality: bool, bin_width: float, levels: int
+):
     """Features of every case under ``data``, printing one line per case; returns (frame, errors)."""
     from glioseg.data.cases import discover_cases
     from glioseg.data.radiomics import CohortFeatures, iter_case_features
@@ -43,7 +44,9 @@ def _compute_features(data: Path, labels: Path | None, source: LabelSource, qual
     options = {"include_quality": quality, "bin_width": bin_width, "n_levels": levels}
     began = time.perf_counter()
     t0 = began
-    for i, (case, row, error) in enumerate(iter_case_features(found.cases, labels, source.value, **options), 1):
+    for i, (case, row, error) in enumerate(
+        iter_case_features(found.cases, labels, source.value, **options), 1
+    ):
         if error is not None:
             result.errors.append(error)
             err_console.print(f"[{i}/{total}] {case.case_id}: failed ({error})", soft_wrap=True)
@@ -72,15 +75,23 @@ def _report_errors(errors: list) -> None:
 
 
 def features(
-    data: Path = typer.Argument(..., help="A case folder, a folder of cases (any BraTS layout) or an nnU-Net raw dataset."),
+    data: Path = typer.Argument(
+        ..., help="A case folder, a folder of cases (any BraTS layout) or an nnU-Net raw dataset."
+    ),
     out: Path = typer.Option(Path("features.csv"), "--out", "-o", help="CSV to write: one row per case."),
     labels: Path | None = typer.Option(None, "--labels", help=_LABELS_HELP),
     label_source: LabelSource = typer.Option(LabelSource.auto, "--label-source", help=_SOURCE_HELP),
-    quality: bool = typer.Option(True, "--quality/--no-quality", help="Add the image-quality proxies (quality_*)."),
-    assign: Path | None = typer.Option(
-        None, "--assign", help="Cluster model written by glioseg split (<out>.model.json): add each case's cluster."
+    quality: bool = typer.Option(
+        True, "--quality/--no-quality", help="Add the image-quality proxies (quality_*)."
     ),
-    bin_width: float = typer.Option(0.25, min=1e-6, help="First-order histogram bin width, in brain standard deviations."),
+    assign: Path | None = typer.Option(
+        None,
+        "--assign",
+        help="Cluster model written by glioseg split (<out>.model.json): add each case's cluster.",
+    ),
+    bin_width: float = typer.Option(
+        0.25, min=1e-6, help="First-order histogram bin width, in brain standard deviations."
+    ),
     levels: int = typer.Option(32, min=2, help="Grey levels of the GLCM quantisation."),
 ) -> None:
     """Radiomic features per case on the whole tumour's largest component: shape, first-order, GLCM, quality."""
@@ -114,19 +125,29 @@ def _parse_range(text: str) -> tuple[int, int]:
 
 def split(
     data: Path = typer.Argument(
-        ..., help="A feature table (CSV from glioseg features) or a data folder (features are computed first)."
+        ...,
+        help="A feature table (CSV from glioseg features) or a data folder (features are computed first).",
     ),
     folds: int = typer.Option(5, "--folds", min=2, help="Number of folds."),
     strategy: Strategy = typer.Option(
-        Strategy.radiomics, help="radiomics: stratify by k-means cluster; volume: by WT-volume quartile; random: KFold."
+        Strategy.radiomics,
+        help="radiomics: stratify by k-means cluster; volume: by WT-volume quartile; random: KFold.",
     ),
     seed: int = typer.Option(0, help="Seed of the PCA, k-means and fold shuffling."),
-    out: Path = typer.Option(Path("splits.json"), "--out", "-o", help="splits_final.json-style file to write."),
-    clusters: int | None = typer.Option(None, "--clusters", "-k", min=1, help="Number of clusters (default: by silhouette)."),
+    out: Path = typer.Option(
+        Path("splits.json"), "--out", "-o", help="splits_final.json-style file to write."
+    ),
+    clusters: int | None = typer.Option(
+        None, "--clusters", "-k", min=1, help="Number of clusters (default: by silhouette)."
+    ),
     k_range: str = typer.Option("2,6", "--k-range", help="Range of k tried by the silhouette choice."),
     variance: float = typer.Option(0.9, min=1e-6, max=1.0, help="Variance fraction the PCA keeps."),
-    components: int | None = typer.Option(None, min=1, help="Number of PCA components (overrides --variance)."),
-    include_quality: bool = typer.Option(False, "--include-quality", help="Cluster on the quality_* columns too."),
+    components: int | None = typer.Option(
+        None, min=1, help="Number of PCA components (overrides --variance)."
+    ),
+    include_quality: bool = typer.Option(
+        False, "--include-quality", help="Cluster on the quality_* columns too."
+    ),
     labels: Path | None = typer.Option(None, "--labels", help=_LABELS_HELP + " Only when DATA is a folder."),
     label_source: LabelSource = typer.Option(LabelSource.auto, "--label-source", help=_SOURCE_HELP),
 ) -> None:
@@ -194,6 +215,6 @@ def register(app: typer.Typer) -> None:
     app.command(epilog="Example: glioseg features data/ssa --out features.csv --labels predictions/")(
         reports_errors(features)
     )
-    app.command(epilog="Example: glioseg split features.csv --folds 5 --strategy radiomics --seed 0 --out splits.json")(
-        reports_errors(split)
-    )
+    app.command(
+        epilog="Example: glioseg split features.csv --folds 5 --strategy radiomics --seed 0 --out splits.json"
+    )(reports_errors(split))

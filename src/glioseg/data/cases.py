@@ -175,7 +175,9 @@ def discover_cases(root: str | Path) -> DiscoveryResult:
         keep = []
         for case in result.cases:
             if case.case_id in dupes:
-                result.errors.append(InputError(case.folder, f"case ID {case.case_id} appears in more than one folder"))
+                result.errors.append(
+                    InputError(case.folder, f"case ID {case.case_id} appears in more than one folder")
+                )
             else:
                 keep.append(case)
         result.cases = keep
@@ -253,7 +255,9 @@ def _discover_nnunet(root: Path, result: DiscoveryResult) -> None:
                 continue
             channel = int(match["channel"])
             if channel >= len(channel_order):
-                result.errors.append(InputError(path, f"channel {channel:04d} not described in {dataset_json.name}"))
+                result.errors.append(
+                    InputError(path, f"channel {channel:04d} not described in {dataset_json.name}")
+                )
                 continue
             files[match["id"]][channel_order[channel]].append(path)
         for case_id, by_mod in files.items():
@@ -287,7 +291,9 @@ def _nnunet_channel_order(meta: dict, dataset_json: Path) -> list[str]:
     for index in sorted(names, key=lambda k: int(k)):
         modality = modality_from_name(str(names[index]))
         if modality is None:
-            raise InputError(dataset_json, f"channel {index} is named {names[index]!r}, which is not a BraTS modality")
+            raise InputError(
+                dataset_json, f"channel {index} is named {names[index]!r}, which is not a BraTS modality"
+            )
         order.append(modality)
     if sorted(order) != sorted(MODALITIES):
         raise InputError(dataset_json, f"channels {order} do not cover t1n, t1c, t2w, t2f exactly once")
@@ -373,7 +379,9 @@ def load_case_label(case: Case, geometry: Geometry | None = None) -> np.ndarray:
         described = {src for src, _ in case.label_map} | {0}
         present = set(np.unique(raw).tolist())
         if not present <= described:
-            raise InputError(case.label, f"label values {sorted(present - described)} not described in dataset.json")
+            raise InputError(
+                case.label, f"label values {sorted(present - described)} not described in dataset.json"
+            )
         label = np.zeros(raw.shape, dtype=np.uint8)
         for src, dst in case.label_map:
             label[raw == src] = dst

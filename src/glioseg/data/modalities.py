@@ -20,10 +20,24 @@ BRATS_LEGACY_SUFFIX: dict[str, str] = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", 
 
 # Channel names found in nnU-Net dataset.json files and elsewhere (lower-cased, '-'/'_'/' ' removed).
 _ALIASES: dict[str, str] = {
-    "t1": "t1n", "t1n": "t1n", "t1w": "t1n", "t1native": "t1n", "native": "t1n", "t1pre": "t1n",
-    "t1ce": "t1c", "t1c": "t1c", "t1gd": "t1c", "t1contrast": "t1c", "t1post": "t1c", "t1cegd": "t1c",
-    "t2": "t2w", "t2w": "t2w", "t2weighted": "t2w",
-    "flair": "t2f", "t2f": "t2f", "t2flair": "t2f",
+    "t1": "t1n",
+    "t1n": "t1n",
+    "t1w": "t1n",
+    "t1native": "t1n",
+    "native": "t1n",
+    "t1pre": "t1n",
+    "t1ce": "t1c",
+    "t1c": "t1c",
+    "t1gd": "t1c",
+    "t1contrast": "t1c",
+    "t1post": "t1c",
+    "t1cegd": "t1c",
+    "t2": "t2w",
+    "t2w": "t2w",
+    "t2weighted": "t2w",
+    "flair": "t2f",
+    "t2f": "t2f",
+    "t2flair": "t2f",
 }
 
 

@@ -105,9 +105,13 @@ def zscore_in_mask(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, lis
     return out, means, stds
 
 
-def target_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target_spacing: tuple[float, ...]) -> tuple[int, ...]:
+def target_shape(
+    shape: tuple[int, ...], spacing: tuple[float, ...], target_spacing: tuple[float, ...]
+) -> tuple[int, ...]:
     """Voxels after resampling a grid of ``shape`` at ``spacing`` to ``target_spacing`` (nnU-Net rounding)."""
-    return tuple(max(int(round(s * sp / tsp)), 1) for s, sp, tsp in zip(shape, spacing, target_spacing, strict=True))
+    return tuple(
+        max(int(round(s * sp / tsp)), 1) for s, sp, tsp in zip(shape, spacing, target_spacing, strict=True)
+    )
 
 
 def resample_channels(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -223,7 +227,7 @@ class PreprocessedCache:
     @staticmethod
     def _source_stamp(case: Case) -> str:
         parts = []
-        for path in [*case.images.values(), *( [case.label] if case.label else [])]:
+        for path in [*case.images.values(), *([case.label] if case.label else [])]:
             stat = Path(path).stat()
             parts.append(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
@@ -260,7 +264,9 @@ class PreprocessedCache:
         if has_label:
             with atomic_path(paths["label"], suffix=".npy") as tmp:
                 np.save(tmp, label, allow_pickle=False)
-            rng = np.random.default_rng([seed, int(hashlib.sha256(case.case_id.encode()).hexdigest()[:8], 16)])
+            rng = np.random.default_rng(
+                [seed, int(hashlib.sha256(case.case_id.encode()).hexdigest()[:8], 16)]
+            )
             with atomic_path(paths["fg"], suffix=".npy") as tmp:
                 np.save(tmp, foreground_samples(label, rng), allow_pickle=False)
         record = {**info.to_dict(), "has_label": has_label, "source_stamp": self._source_stamp(case)}
@@ -273,11 +279,15 @@ class PreprocessedCache:
     def has_label(self, case_id: str) -> bool:
         return bool(json.loads(self.paths(case_id)["meta"].read_text()).get("has_label"))
 
-    def load(self, case_id: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def load(
+        self, case_id: str, mmap: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """``(image, label, foreground rows)``; arrays memory-mapped read-only when ``mmap``."""
         paths = self.paths(case_id)
         mode = "r" if mmap else None
         image = np.load(paths["image"], mmap_mode=mode, allow_pickle=False)
-        label = np.load(paths["label"], mmap_mode=mode, allow_pickle=False) if paths["label"].exists() else None
+        label = (
+            np.load(paths["label"], mmap_mode=mode, allow_pickle=False) if paths["label"].exists() else None
+        )
         fg = np.load(paths["fg"], allow_pickle=False) if paths["fg"].exists() else None
         return image, label, fg

@@ -149,9 +149,7 @@ def merge_by_dilation(
         zeros = np.zeros(mask.shape, np.uint16)
         return zeros, zeros.copy(), 0
     dilated_mask = np.ascontiguousarray(_dilate_by_parts(mask, iterations))
-    dilated, n = cc3d.connected_components(
-        dilated_mask, connectivity=CONNECTIVITY, return_N=True
-    )
+    dilated, n = cc3d.connected_components(dilated_mask, connectivity=CONNECTIVITY, return_N=True)
     lesions = np.where(mask, dilated, dilated.dtype.type(0))
     return lesions, dilated, int(n)
 

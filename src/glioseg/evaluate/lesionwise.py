@@ -218,7 +218,9 @@ def evaluate_labels(
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.shape != gt.shape or pred.ndim != 3:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} must be 3-D arrays of one shape")
+        raise ValueError(
+            f"prediction {pred.shape} and ground truth {gt.shape} must be 3-D arrays of one shape"
+        )
     for name, arr in (("prediction", pred), ("ground truth", gt)):
         if arr.size and (arr.min() < 0 or arr.max() > 3):
             raise ValueError(f"{name} has labels outside 0..3; convert with to_canonical first")
@@ -257,7 +259,9 @@ def _score_2023(ctx: _Context, region: str, g: np.ndarray, p: np.ndarray) -> Reg
     return _score_lesions(ctx, region, gt_lesions, gt_reach, pred_lesions, legacy, True)
 
 
-def _score_2024(ctx: _Context, regions: tuple[str, ...], g: np.ndarray, p: np.ndarray) -> dict[str, RegionResult]:
+def _score_2024(
+    ctx: _Context, regions: tuple[str, ...], g: np.ndarray, p: np.ndarray
+) -> dict[str, RegionResult]:
     """BraTS 2024 SSA scores of ``regions``, all computed in the box of the first (WT, or TC which holds ET and NETC)."""
     cut = _tissue_crop(g, p, regions[0])
     if cut is None:
@@ -267,7 +271,9 @@ def _score_2024(ctx: _Context, regions: tuple[str, ...], g: np.ndarray, p: np.nd
     gt_maps, gt_reach, pred_maps = {}, {}, {}
     for tissue in tissues:
         gt_maps[tissue], gt_reach[tissue], _ = merge_by_dilation(_region(g, tissue))
-        pred_maps[tissue] = remove_small_lesions(merge_by_dilation(_region(p, tissue))[0], LESION_VOLUME_THRESHOLD)
+        pred_maps[tissue] = remove_small_lesions(
+            merge_by_dilation(_region(p, tissue))[0], LESION_VOLUME_THRESHOLD
+        )
     if "ET" in regions:
         lookup = group_by_touching(gt_maps["ET"], gt_maps["NETC"])
         gt_maps["ET"], gt_reach["ET"] = lookup[gt_maps["ET"]], lookup[gt_reach["ET"]]
@@ -345,7 +351,9 @@ def _legacy_binary(ctx: _Context, gm: np.ndarray, pm: np.ndarray) -> _Legacy:
     n_inter = int(np.count_nonzero(gm & pm))
     n_union = n_gt + n_pred - n_inter
     hd = 0.0 if n_gt == 0 and n_pred == 0 else _hd95_or_penalty(gm, pm, ctx.spacing)
-    sens, spec = _sens_spec(n_inter, n_pred - n_inter, n_gt - n_inter, ctx.n_voxels - n_union, n_gt == n_pred == 0)
+    sens, spec = _sens_spec(
+        n_inter, n_pred - n_inter, n_gt - n_inter, ctx.n_voxels - n_union, n_gt == n_pred == 0
+    )
     return _Legacy(_dice(n_inter, n_pred, n_gt), hd, sens, spec, n_gt, n_pred)
 
 
@@ -403,7 +411,10 @@ def _score_lesions(
             matches.setdefault(gt_id, []).append(pred_id)
         overlap = np.bincount(lesions[preds > 0].ravel(), minlength=len(gt_counts))
         origin = tuple(s.start for s in reach_box)
-        gt_boxes = [None if b is None else shift_box(b, tuple(-o for o in origin)) for b in ndimage.find_objects(lesions)]
+        gt_boxes = [
+            None if b is None else shift_box(b, tuple(-o for o in origin))
+            for b in ndimage.find_objects(lesions)
+        ]
     pred_boxes = ndimage.find_objects(pred_lesions) if matches else []
     matched_any: set[int] = set()
     records: list[LesionRecord] = []
@@ -427,7 +438,9 @@ def _score_lesions(
             span = union_box(box, *(pred_boxes[i - 1] for i in matched))
             lut = _lookup(matched, n_pred_ids)
             hd = _hd95_or_penalty(gt_lesions[span] == gt_id, lut[pred_lesions[span]], ctx.spacing)
-        records.append(LesionRecord(region, "TP", gt_id, matched, gt_volume, ctx.volume(n_pred), dice, hd, counted))
+        records.append(
+            LesionRecord(region, "TP", gt_id, matched, gt_volume, ctx.volume(n_pred), dice, hd, counted)
+        )
     false_positives = [int(i) for i in pred_ids if int(i) not in matched_any]
     for pred_id in false_positives:
         vol = ctx.volume(int(pred_counts[pred_id]))

@@ -136,7 +136,10 @@ def match_cases(pred: str | Path, gt: str | Path) -> Matching:
     gts, gt_problems = _collect(gt, ground_truth_case_id)
     preds, pred_problems = _collect(pred, prediction_case_id)
     if not gts:
-        raise InputError(gt, "no ground-truth segmentation found (expected <ID>/<ID>-seg.nii.gz, <ID>_seg.nii.gz or <ID>.nii.gz)")
+        raise InputError(
+            gt,
+            "no ground-truth segmentation found (expected <ID>/<ID>-seg.nii.gz, <ID>_seg.nii.gz or <ID>.nii.gz)",
+        )
     result = Matching(problems={**gt_problems, **pred_problems})
     for case_id in sorted(gts):
         gt_file, pred_file = gts[case_id], preds.get(case_id)

@@ -108,12 +108,17 @@ def evaluate_pair(pair: Pair, definition: str = DEFAULT_DEFINITION, geometry: st
     gt_geometry, pred_geometry = Geometry.of(gt_image), Geometry.of(pred_image)
     if gt_geometry.shape != pred_geometry.shape:
         raise InputError(
-            pair.pred, f"shape {pred_geometry.shape} differs from the ground truth's {gt_geometry.shape} ({pair.gt.name})"
+            pair.pred,
+            f"shape {pred_geometry.shape} differs from the ground truth's {gt_geometry.shape} ({pair.gt.name})",
         )
     if not np.allclose(gt_geometry.spacing, pred_geometry.spacing, rtol=0, atol=SPACING_TOLERANCE_MM):
-        shown = "x".join(f"{v:g}" for v in pred_geometry.spacing), "x".join(f"{v:g}" for v in gt_geometry.spacing)
+        shown = (
+            "x".join(f"{v:g}" for v in pred_geometry.spacing),
+            "x".join(f"{v:g}" for v in gt_geometry.spacing),
+        )
         raise InputError(
-            pair.pred, f"voxel spacing {shown[0]} mm differs from the ground truth's {shown[1]} mm ({pair.gt.name})"
+            pair.pred,
+            f"voxel spacing {shown[0]} mm differs from the ground truth's {shown[1]} mm ({pair.gt.name})",
         )
     if geometry == "strict" and gt_geometry.mismatch(pred_geometry):
         raise InputError(
@@ -200,7 +205,9 @@ def evaluate(
             record(pair, _evaluate_job(pair, definition, geometry))
     else:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(normals,)) as pool:
-            futures = [(pair, pool.submit(_evaluate_job, pair, definition, geometry)) for pair in matching.pairs]
+            futures = [
+                (pair, pool.submit(_evaluate_job, pair, definition, geometry)) for pair in matching.pairs
+            ]
             for pair, future in futures:
                 record(pair, future.result())
     run.results.sort(key=lambda r: r.case_id)
@@ -218,7 +225,12 @@ def _statistics(values: list[float]) -> dict[str, float | int | None]:
         return None if math.isnan(x) else float(x)
 
     std = float(np.std(arr, ddof=1)) if arr.size > 1 else float("nan")
-    return {"mean": clean(float(np.mean(arr))), "median": clean(float(np.median(arr))), "std": clean(std), "n": int(arr.size)}
+    return {
+        "mean": clean(float(np.mean(arr))),
+        "median": clean(float(np.median(arr))),
+        "std": clean(std),
+        "n": int(arr.size),
+    }
 
 
 def summarize(results: list[CaseResult]) -> dict[str, dict[str, dict[str, float | int | None]]]:
@@ -244,13 +256,25 @@ def write_outputs(run: EvaluationRun, out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     case_columns = ["case_id"] + [f"{r}_{m}" for r in REGIONS for m in RegionResult.METRICS]
     lesion_columns = [
-        "case_id", "region", "kind", "gt_lesion", "pred_lesions", "gt_volume_mm3", "pred_volume_mm3",
-        "dice", "hd95", "counted",
+        "case_id",
+        "region",
+        "kind",
+        "gt_lesion",
+        "pred_lesions",
+        "gt_volume_mm3",
+        "pred_volume_mm3",
+        "dice",
+        "hd95",
+        "counted",
     ]
     per_case = pd.DataFrame([r.row() for r in run.results], columns=case_columns)
     per_lesion = pd.DataFrame([row for r in run.results for row in r.lesion_rows()], columns=lesion_columns)
     per_lesion["gt_lesion"] = per_lesion["gt_lesion"].astype("Int64")
-    paths = {"per_case": out / "per_case.csv", "per_lesion": out / "per_lesion.csv", "summary": out / "summary.json"}
+    paths = {
+        "per_case": out / "per_case.csv",
+        "per_lesion": out / "per_lesion.csv",
+        "summary": out / "summary.json",
+    }
     for frame, path in ((per_case, paths["per_case"]), (per_lesion, paths["per_lesion"])):
         with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.10g")

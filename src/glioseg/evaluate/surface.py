@@ -245,7 +245,11 @@ def nearest_distances(
 
 
 def _search_near(
-    queries: np.ndarray, target_grid: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, ...], result: np.ndarray
+    queries: np.ndarray,
+    target_grid: np.ndarray,
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...],
+    result: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shell search; fills ``result`` for the points found and returns the others (indices, slots).
 
@@ -300,7 +304,9 @@ def _sorted(distances: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.nd
     return distances[order], areas[order]
 
 
-def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, float, float]) -> SurfaceDistances:
+def surface_distances(
+    gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, float, float]
+) -> SurfaceDistances:
     """Distances between the surfaces of ``gt`` and ``pred``, both ways, with surfel areas.
 
     Parameters
@@ -363,7 +369,9 @@ def _surfels(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, float, floa
     return shape, (at_gt, border_gt, table[code_gt[at_gt]]), (at_pred, border_pred, table[code_pred[at_pred]])
 
 
-def _prefix_percentile(distances: np.ndarray, areas: np.ndarray, all_areas: np.ndarray, percent: float) -> float | None:
+def _prefix_percentile(
+    distances: np.ndarray, areas: np.ndarray, all_areas: np.ndarray, percent: float
+) -> float | None:
     """The percentile distance when it is settled by the nearest surfels alone, else None.
 
     ``distances``/``areas`` are the surfels nearer than all the others.  In the reference's

@@ -94,9 +94,24 @@ class Experiment:
             if not done:
                 self.log(f"[data] generating {n} synthetic {domain} cases -> {folder}")
                 shape = ",".join(map(str, s.shape))
-                self.command("synth", folder, "--cases", n, "--domain", domain, "--seed", seed, "--shape", shape,
-                             "--spacing", s.spacing)
-                self.timed("data", lambda f=folder, n=n, d=domain, sd=seed: generate_cohort(f, n, d, sd, s.shape, s.spacing))
+                self.command(
+                    "synth",
+                    folder,
+                    "--cases",
+                    n,
+                    "--domain",
+                    domain,
+                    "--seed",
+                    seed,
+                    "--shape",
+                    shape,
+                    "--spacing",
+                    s.spacing,
+                )
+                self.timed(
+                    "data",
+                    lambda f=folder, n=n, d=domain, sd=seed: generate_cohort(f, n, d, sd, s.shape, s.spacing),
+                )
             folders[name] = folder
         return folders
 
@@ -104,7 +119,10 @@ class Experiment:
         from glioseg.data.radiomics.extract import cohort_features
         from glioseg.train.splits import make_folds, split_cohort
 
-        out = {"random": self.path("splits", "random.json"), "stratified": self.path("splits", "radiomics.json")}
+        out = {
+            "random": self.path("splits", "random.json"),
+            "stratified": self.path("splits", "radiomics.json"),
+        }
         if all(p.exists() for p in out.values()):
             return out
         self.log("[splits] radiomic features of the target cohort -> random and radiomics-stratified folds")
@@ -115,14 +133,36 @@ class Experiment:
         result = self.timed("splits", lambda: split_cohort(frame, self.scale.folds, "radiomics", self.seed))
         write_text_atomic(out["stratified"], json.dumps(result.splits, indent=2) + "\n")
         result.model.save(self.path("splits", "radiomics.model.json"))
-        write_text_atomic(self.path("splits", "balance.json"), json.dumps(result.stats, indent=2, default=float) + "\n")
+        write_text_atomic(
+            self.path("splits", "balance.json"), json.dumps(result.stats, indent=2, default=float) + "\n"
+        )
         random_folds = make_folds(sorted(frame["case_id"].astype(str)), self.scale.folds, "random", self.seed)
         write_text_atomic(out["random"], json.dumps(random_folds, indent=2) + "\n")
         self.command("features", target, "--out", self.path("splits", "features.csv"))
-        self.command("split", self.path("splits", "features.csv"), "--folds", self.scale.folds, "--strategy", "radiomics",
-                     "--seed", self.seed, "--out", out["stratified"])
-        self.command("split", self.path("splits", "features.csv"), "--folds", self.scale.folds, "--strategy", "random",
-                     "--seed", self.seed, "--out", out["random"])
+        self.command(
+            "split",
+            self.path("splits", "features.csv"),
+            "--folds",
+            self.scale.folds,
+            "--strategy",
+            "radiomics",
+            "--seed",
+            self.seed,
+            "--out",
+            out["stratified"],
+        )
+        self.command(
+            "split",
+            self.path("splits", "features.csv"),
+            "--folds",
+            self.scale.folds,
+            "--strategy",
+            "random",
+            "--seed",
+            self.seed,
+            "--out",
+            out["random"],
+        )
         return out
 
     def _train_options(self, **kwargs):
@@ -154,8 +194,14 @@ class Experiment:
             if (run / "run.json").exists():
                 self.timed(f"pretrain-{arch}", lambda r=run: resume(r, printer=self._quiet))
             else:
-                options = self._train_options(data=str(source), model=model, out=str(run), epochs=self.scale.pretrain_epochs,
-                                              iters_per_epoch=self.scale.pretrain_iters, cache=str(self.path("cache", "source")))
+                options = self._train_options(
+                    data=str(source),
+                    model=model,
+                    out=str(run),
+                    epochs=self.scale.pretrain_epochs,
+                    iters_per_epoch=self.scale.pretrain_iters,
+                    cache=str(self.path("cache", "source")),
+                )
                 self._record_train("train", options)
                 self.timed(f"pretrain-{arch}", lambda o=options: train(o, printer=self._quiet))
         return runs
@@ -173,7 +219,14 @@ class Experiment:
         args += ["--out", options.out]
         if options.splits:
             args += ["--splits", options.splits, "--fold", options.fold]
-        args += ["--epochs", options.epochs, "--iters-per-epoch", options.iters_per_epoch, "--seed", options.seed]
+        args += [
+            "--epochs",
+            options.epochs,
+            "--iters-per-epoch",
+            options.iters_per_epoch,
+            "--seed",
+            options.seed,
+        ]
         if not options.pretrained:
             if options.spacing:
                 args += ["--spacing", options.spacing[0]]
@@ -184,18 +237,36 @@ class Experiment:
             args += ["--no-augment"]
         self.command(*args)
 
-    def cross_validation(self, target: Path, splits: dict[str, Path], pretrained: dict[str, Path]) -> dict[str, Path]:
+    def cross_validation(
+        self, target: Path, splits: dict[str, Path], pretrained: dict[str, Path]
+    ) -> dict[str, Path]:
         from glioseg.train.crossval import cross_validate
 
         runs = {}
         s = self.scale
         for arch, model in self.architectures.items():
             arms = {
-                "scratch": dict(model=model, splits=splits["stratified"], epochs=s.scratch_epochs, iters=s.scratch_iters, pre=None),
-                "ft-random": dict(model="", splits=splits["random"], epochs=s.finetune_epochs, iters=s.finetune_iters,
-                                  pre=pretrained[arch]),
-                "ft-stratified": dict(model="", splits=splits["stratified"], epochs=s.finetune_epochs,
-                                      iters=s.finetune_iters, pre=pretrained[arch]),
+                "scratch": dict(
+                    model=model,
+                    splits=splits["stratified"],
+                    epochs=s.scratch_epochs,
+                    iters=s.scratch_iters,
+                    pre=None,
+                ),
+                "ft-random": dict(
+                    model="",
+                    splits=splits["random"],
+                    epochs=s.finetune_epochs,
+                    iters=s.finetune_iters,
+                    pre=pretrained[arch],
+                ),
+                "ft-stratified": dict(
+                    model="",
+                    splits=splits["stratified"],
+                    epochs=s.finetune_epochs,
+                    iters=s.finetune_iters,
+                    pre=pretrained[arch],
+                ),
             }
             for arm, cfg in arms.items():
                 cv = self.path("cv", f"{arch}-{arm}")
@@ -204,14 +275,22 @@ class Experiment:
                     continue
                 self.log(f"[cv] {arch} {arm}: {s.folds}-fold cross-validation -> {cv}")
                 options = self._train_options(
-                    data=str(target), model=cfg["model"], out=str(cv), splits=str(cfg["splits"]), fold="all",
-                    epochs=cfg["epochs"], iters_per_epoch=cfg["iters"], pretrained=str(cfg["pre"]) if cfg["pre"] else None,
+                    data=str(target),
+                    model=cfg["model"],
+                    out=str(cv),
+                    splits=str(cfg["splits"]),
+                    fold="all",
+                    epochs=cfg["epochs"],
+                    iters_per_epoch=cfg["iters"],
+                    pretrained=str(cfg["pre"]) if cfg["pre"] else None,
                     cache=str(self.path("cache", "target")),
                 )
                 if cfg["pre"]:
                     options.spacing, options.patch = None, None
                 self._record_train("finetune" if cfg["pre"] else "train", options)
-                self.timed(f"cv-{arch}-{arm}", lambda o=options: cross_validate(o, tta=s.tta, printer=self._quiet))
+                self.timed(
+                    f"cv-{arch}-{arm}", lambda o=options: cross_validate(o, tta=s.tta, printer=self._quiet)
+                )
         return runs
 
     def ensemble(self, cv_runs: dict[str, Path], target: Path) -> Path:
@@ -224,7 +303,9 @@ class Experiment:
             write_weights(ensemble_weights(members, "proportional"), path)
             self.command("ensemble-weights", *members, "--out", path)
         oof = self.path("ensemble", "oof")
-        if not oof.exists() or len(list(oof.glob("*.nii.gz"))) < len(list((members[0] / "oof").glob("*.nii.gz"))):
+        if not oof.exists() or len(list(oof.glob("*.nii.gz"))) < len(
+            list((members[0] / "oof").glob("*.nii.gz"))
+        ):
             combine_out_of_fold(members, json.loads(path.read_text()), target, oof)
         return path
 
@@ -233,19 +314,42 @@ class Experiment:
 
         path = self.path("ensemble", "postprocess.json")
         if not path.exists():
-            self.log("[post-processing] grid search per radiomic cluster on the ensemble's out-of-fold predictions")
+            self.log(
+                "[post-processing] grid search per radiomic cluster on the ensemble's out-of-fold predictions"
+            )
             clusters = self.path("splits", "radiomics.model.json")
-            result = self.timed("postprocess", lambda: tune(
-                self.path("ensemble", "oof"), target, definition=DEFINITION, cluster_model_path=clusters,
-                min_cluster_cases=self.scale.pp_min_cases_per_cluster))
+            result = self.timed(
+                "postprocess",
+                lambda: tune(
+                    self.path("ensemble", "oof"),
+                    target,
+                    definition=DEFINITION,
+                    cluster_model_path=clusters,
+                    min_cluster_cases=self.scale.pp_min_cases_per_cluster,
+                ),
+            )
             if result.failures:
                 raise ConfigError(f"post-processing tuning could not use every case: {result.failures[0]}")
             result.write(path)
-            self.command("postprocess", "tune", "--pred", self.path("ensemble", "oof"), "--gt", target, "--out", path,
-                         "--clusters", clusters, "--definition", DEFINITION)
+            self.command(
+                "postprocess",
+                "tune",
+                "--pred",
+                self.path("ensemble", "oof"),
+                "--gt",
+                target,
+                "--out",
+                path,
+                "--clusters",
+                clusters,
+                "--definition",
+                DEFINITION,
+            )
         return path
 
-    def arms(self, pretrained: dict[str, Path], cv_runs: dict[str, Path], weights: Path, pp: Path) -> list[Arm]:
+    def arms(
+        self, pretrained: dict[str, Path], cv_runs: dict[str, Path], weights: Path, pp: Path
+    ) -> list[Arm]:
         names = {"nnunet": "nnU-Net", "mednext": "MedNeXt"}
         arms = []
         for arch in self.architectures:
@@ -254,10 +358,16 @@ class Experiment:
                 Arm(f"{arch}-scratch", f"{n}, trained from scratch", [cv_runs[f"{arch}-scratch"]]),
                 Arm(f"{arch}-pretrained", f"{n}, pre-trained, no fine-tuning", [pretrained[arch]]),
                 Arm(f"{arch}-ft-random", f"{n}, fine-tuned, random folds", [cv_runs[f"{arch}-ft-random"]]),
-                Arm(f"{arch}-ft-stratified", f"{n}, fine-tuned, stratified folds", [cv_runs[f"{arch}-ft-stratified"]]),
+                Arm(
+                    f"{arch}-ft-stratified",
+                    f"{n}, fine-tuned, stratified folds",
+                    [cv_runs[f"{arch}-ft-stratified"]],
+                ),
             ]
         members = [cv_runs["nnunet-ft-stratified"], cv_runs["mednext-ft-stratified"]]
-        arms.append(Arm("ensemble", "+ CV-weighted ensemble (nnU-Net + MedNeXt, stratified)", members, weights))
+        arms.append(
+            Arm("ensemble", "+ CV-weighted ensemble (nnU-Net + MedNeXt, stratified)", members, weights)
+        )
         arms.append(Arm("ensemble-pp", "+ adaptive post-processing", members, weights, pp))
         return arms
 
@@ -281,22 +391,42 @@ class Experiment:
                     from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
 
                     postprocess = make_postprocessor(PostprocessConfig.load(arm.postprocess))
-                options = PredictOptions(tta=self.scale.tta, weights=weights, postprocess=postprocess, device="auto",
-                                         save_probabilities=arm.key == "ensemble", track_variance=False)
+                options = PredictOptions(
+                    tta=self.scale.tta,
+                    weights=weights,
+                    postprocess=postprocess,
+                    device="auto",
+                    save_probabilities=arm.key == "ensemble",
+                    track_variance=False,
+                )
                 todo = [c for c in cases if not (pred / f"{c.case_id}.nii.gz").exists()]
-                report = self.timed(f"test-{arm.key}", lambda t=todo, g=groups, o=options, p=pred: predict_cases(
-                    t, g, p, o, printer=lambda line: None))
+                report = self.timed(
+                    f"test-{arm.key}",
+                    lambda t=todo, g=groups, o=options, p=pred: predict_cases(
+                        t, g, p, o, printer=lambda line: None
+                    ),
+                )
                 if report.failed:
-                    raise ConfigError(f"test prediction failed for {report.failed[0][0]}: {report.failed[0][1]}")
+                    raise ConfigError(
+                        f"test prediction failed for {report.failed[0][0]}: {report.failed[0][1]}"
+                    )
                 run = evaluate(pred, test, definition=DEFINITION)
                 write_outputs(run, evaluation)
-                args = ["predict", test, *[x for m in arm.models for x in ("--model", m)], "--tta", self.scale.tta]
+                args = [
+                    "predict",
+                    test,
+                    *[x for m in arm.models for x in ("--model", m)],
+                    "--tta",
+                    self.scale.tta,
+                ]
                 if arm.weights:
                     args += ["--weights", arm.weights]
                 if arm.postprocess:
                     args += ["--postprocess", arm.postprocess]
                 self.command(*args, "--out", pred)
-                self.command("evaluate", "--pred", pred, "--gt", test, "--out", evaluation, "--definition", DEFINITION)
+                self.command(
+                    "evaluate", "--pred", pred, "--gt", test, "--out", evaluation, "--definition", DEFINITION
+                )
             scores[arm.key] = _read_scores(evaluation / "per_case.csv")
         return scores
 
@@ -326,23 +456,44 @@ def run_transfer_experiment(
 
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
-    exp = Experiment(Path(out), SCALES[scale], seed, source and Path(source), target and Path(target),
-                     test and Path(test), printer)
+    exp = Experiment(
+        Path(out),
+        SCALES[scale],
+        seed,
+        source and Path(source),
+        target and Path(target),
+        test and Path(test),
+        printer,
+    )
     exp.out.mkdir(parents=True, exist_ok=True)
     state_file = exp.path("experiment.json")
     previous = json.loads(state_file.read_text()) if state_file.exists() else {}
     if previous and previous.get("scale") != scale:
-        raise ConfigError(f"{out} holds a {previous.get('scale')!r} experiment; use another --out for {scale!r}")
+        raise ConfigError(
+            f"{out} holds a {previous.get('scale')!r} experiment; use another --out for {scale!r}"
+        )
     exp.commands = previous.get("commands", [])
     exp.timings = previous.get("timings", {})
     began = time.perf_counter()
 
     def save_state() -> None:
-        write_text_atomic(state_file, json.dumps({
-            "scale": scale, "seed": seed, "settings": exp.scale.to_dict(), "commands": exp.commands,
-            "timings": exp.timings, "source": str(source) if source else None, "target": str(target) if target else None,
-            "test": str(test) if test else None,
-        }, indent=2) + "\n")
+        write_text_atomic(
+            state_file,
+            json.dumps(
+                {
+                    "scale": scale,
+                    "seed": seed,
+                    "settings": exp.scale.to_dict(),
+                    "commands": exp.commands,
+                    "timings": exp.timings,
+                    "source": str(source) if source else None,
+                    "target": str(target) if target else None,
+                    "test": str(test) if test else None,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
 
     folders = exp.cohorts()
     save_state()

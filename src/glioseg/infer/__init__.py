@@ -55,7 +55,11 @@ def segment(
     if isinstance(case, str | Path):
         found = discover_cases(case)
         if len(found.cases) != 1:
-            raise found.errors[0] if found.errors else InputError(case, f"expected one case, found {len(found.cases)}")
+            raise (
+                found.errors[0]
+                if found.errors
+                else InputError(case, f"expected one case, found {len(found.cases)}")
+            )
         case = found.cases[0]
     data = load_case(case, with_label=False) if isinstance(case, Case) else case
     if isinstance(models, str | Path | ModelGroup):

@@ -49,8 +49,19 @@ class PredictOptions:
         ``None`` override it."""
         from glioseg.infer.modes import resolve_mode
 
-        knobs = {k: kwargs.pop(k) for k in ("tta", "window", "overlap", "engine", "channels_last", "members_per_group",
-                                                   "window_norm") if k in kwargs}
+        knobs = {
+            k: kwargs.pop(k)
+            for k in (
+                "tta",
+                "window",
+                "overlap",
+                "engine",
+                "channels_last",
+                "members_per_group",
+                "window_norm",
+            )
+            if k in kwargs
+        }
         settings = resolve_mode(mode, **knobs)
         return cls(**settings.__dict__, mode=mode, **{k: v for k, v in kwargs.items() if v is not None})
 
@@ -149,10 +160,20 @@ def predict_cases(
         try:
             data = load_case(case, with_label=False)
             prediction = segment_case(
-                data, groups, options.weights, options.tta, options.overlap, device, options.thresholds,
-                track_variance=options.track_variance, window=options.window, engine=options.engine,
-                channels_last=options.channels_last, members_per_group=options.members_per_group,
-                lean=options.lean, window_norm=options.window_norm,
+                data,
+                groups,
+                options.weights,
+                options.tta,
+                options.overlap,
+                device,
+                options.thresholds,
+                track_variance=options.track_variance,
+                window=options.window,
+                engine=options.engine,
+                channels_last=options.channels_last,
+                members_per_group=options.members_per_group,
+                lean=options.lean,
+                window_norm=options.window_norm,
             )
             labels = prediction.labels
             if options.postprocess is not None:
@@ -173,7 +194,15 @@ def predict_cases(
             voxel_ml = float(np.prod(data.spacing)) / 1000
             vols = ", ".join(
                 f"{r} {v * voxel_ml:.1f} mL"
-                for r, v in zip(REGIONS, (np.count_nonzero(labels), np.count_nonzero((labels == 1) | (labels == 3)), np.count_nonzero(labels == 3)), strict=True)
+                for r, v in zip(
+                    REGIONS,
+                    (
+                        np.count_nonzero(labels),
+                        np.count_nonzero((labels == 1) | (labels == 3)),
+                        np.count_nonzero(labels == 3),
+                    ),
+                    strict=True,
+                )
             )
             printer(f"{case.case_id}: {vols} -> {target}")
         except GliosegError as exc:
@@ -182,7 +211,9 @@ def predict_cases(
     return report
 
 
-def discover_input(input_path: str | Path | None, files: dict[str, str | Path] | None = None) -> tuple[list[Case], list[InputError]]:
+def discover_input(
+    input_path: str | Path | None, files: dict[str, str | Path] | None = None
+) -> tuple[list[Case], list[InputError]]:
     """Cases of INPUT (a case folder, a folder of cases, an nnU-Net dataset) or of four files."""
     if files and any(files.values()):
         return [cases_from_files(files)], []
@@ -199,15 +230,20 @@ def model_warnings(case: Case, groups: Sequence[ModelGroup]) -> list[str]:
     return [
         f"model '{g.name}' was trained only on glioseg's synthetic phantoms and is not meant for real scans; "
         "this segmentation is not reliable (see glioseg models for models trained on real data)"
-        for g in groups if g.synthetic
+        for g in groups
+        if g.synthetic
     ]
 
 
-def provenance(case: Case, output: Path, models: list[dict[str, Any]], options: PredictOptions,
-               warnings: Sequence[str]) -> dict[str, Any]:
+def provenance(
+    case: Case, output: Path, models: list[dict[str, Any]], options: PredictOptions, warnings: Sequence[str]
+) -> dict[str, Any]:
     """The sidecar ``<ID>.json`` of an output: inputs, models (name, version, checksum), settings, date, warnings."""
-    settings = {k: v for k, v in asdict(options).items()
-                if k not in ("weights", "postprocess", "after_case", "track_variance", "save_probabilities")}
+    settings = {
+        k: v
+        for k, v in asdict(options).items()
+        if k not in ("weights", "postprocess", "after_case", "track_variance", "save_probabilities")
+    }
     settings["thresholds"] = list(options.thresholds)
     if options.weights is not None:
         settings["weights"] = np.asarray(options.weights, dtype=float).tolist()

@@ -112,20 +112,34 @@ def segment_case(
         for member in members:
             spacing = tuple(float(s) for s in member.plan["target_spacing"])
             if spacing not in preprocessed:
-                image, _, info = preprocess_case(CaseData(data.case_id, data.image, None, data.reference), spacing)
+                image, _, info = preprocess_case(
+                    CaseData(data.case_id, data.image, None, data.reference), spacing
+                )
                 preprocessed[spacing] = (image, info)
             image, info = preprocessed[spacing]
             if progress:
                 progress(f"{data.case_id}: {group.name}/{member.name}")
             config = member.config
             member_channels_last = engine == "torch" and (
-                prefers_channels_last(config.family, device) if channels_last is None else channels_last)
+                prefers_channels_last(config.family, device) if channels_last is None else channels_last
+            )
             network = _predictor(member, device, engine, member_channels_last)
             flips = member_flips(tta, member_index, data.affine)
             divisor = 2 ** (config.n_stages - 1)
-            probs = predict_probabilities(network, image, member.plan["patch_size"], overlap, flips, device,
-                                          window=window, divisor=divisor, channels_last=member_channels_last,
-                                          lean=lean, native_size=native_size, window_norm=window_norm)
+            probs = predict_probabilities(
+                network,
+                image,
+                member.plan["patch_size"],
+                overlap,
+                flips,
+                device,
+                window=window,
+                divisor=divisor,
+                channels_last=member_channels_last,
+                lean=lean,
+                native_size=native_size,
+                window_norm=window_norm,
+            )
             del network
             member_index += 1
             n_members += 1

@@ -140,7 +140,11 @@ def _block_parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module] | N
     conv, norm, act = ops
     if not isinstance(conv, nn.Conv3d) or not isinstance(norm, nn.InstanceNorm3d):
         return None
-    if conv.padding_mode != "zeros" or norm.track_running_stats or not isinstance(act, nn.LeakyReLU | nn.ReLU):
+    if (
+        conv.padding_mode != "zeros"
+        or norm.track_running_stats
+        or not isinstance(act, nn.LeakyReLU | nn.ReLU)
+    ):
         return None
     return conv, norm, act
 
@@ -173,7 +177,11 @@ def _run_all(modules, holder: list[torch.Tensor], norm_: Callable) -> torch.Tens
 
 
 def _conv(
-    conv: nn.Conv3d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor | None = None
+    conv: nn.Conv3d,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``conv3d(x)`` with ``conv``'s geometry and the given weights; added into ``out`` when given."""
     y = F.conv3d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
@@ -181,14 +189,24 @@ def _conv(
 
 
 def _normalise_and_activate_(
-    y: torch.Tensor, norm: nn.InstanceNorm3d, act: nn.Module, grid: WindowGrid | None = None,
+    y: torch.Tensor,
+    norm: nn.InstanceNorm3d,
+    act: nn.Module,
+    grid: WindowGrid | None = None,
     tensor_shape: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Instance normalisation (biased variance, as PyTorch) and the activation, in place on ``y``;
     window-matched statistics when a ``grid`` is given."""
     if grid is not None:
-        window_normalise(y, grid, norm.eps, norm.weight if norm.affine else None,
-                         norm.bias if norm.affine else None, tensor_shape, out=y)
+        window_normalise(
+            y,
+            grid,
+            norm.eps,
+            norm.weight if norm.affine else None,
+            norm.bias if norm.affine else None,
+            tensor_shape,
+            out=y,
+        )
         return _activate_(y, act)
     # centre in place, then the variance is the squared 2-norm: two fast reductions instead of
     # torch.var_mean, which is ~10x slower on the CPU (a 32-channel 146 x 194 x 151 feature map:

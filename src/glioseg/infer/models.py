@@ -90,12 +90,19 @@ class ModelGroup:
         """SHA-256 over the members' weight and description files (the card's checksum for a bundled model)."""
         if self.card is not None:
             return self.card.checksum
-        return combined_checksum(sha256_file(p) for m in self.members for p in (m.path, m.path.with_suffix(".json")))
+        return combined_checksum(
+            sha256_file(p) for m in self.members for p in (m.path, m.path.with_suffix(".json"))
+        )
 
     def provenance(self) -> dict[str, Any]:
         """What an output's sidecar and report say about this model."""
-        doc: dict[str, Any] = {"name": self.name, "source": str(self.source), "members": len(self.members),
-                               "checksum_sha256": self.checksum(), "trained_on_synthetic_only": self.synthetic}
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "source": str(self.source),
+            "members": len(self.members),
+            "checksum_sha256": self.checksum(),
+            "trained_on_synthetic_only": self.synthetic,
+        }
         if self.card is not None:
             doc.update(bundle=self.card.name, version=self.card.version)
         return doc
@@ -110,7 +117,9 @@ def _check_member(path: Path, info: dict[str, Any]) -> None:
     outputs = config.get("output_names") or plan.get("regions")
     if list(outputs or []) != list(REGIONS):
         raise InputError(path, f"model outputs {outputs}, expected region logits {list(REGIONS)}")
-    if int(config.get("in_channels", -1)) != len(MODALITIES) or int(config.get("out_channels", -1)) != len(REGIONS):
+    if int(config.get("in_channels", -1)) != len(MODALITIES) or int(config.get("out_channels", -1)) != len(
+        REGIONS
+    ):
         raise InputError(path, "model configuration must have 4 input and 3 output channels")
     spacing = plan.get("target_spacing")
     if not spacing or len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
@@ -138,7 +147,9 @@ def find_members(source: str | Path) -> ModelGroup:
     elif (src / "model.safetensors").exists():
         candidates = [src / "model.safetensors"]
     elif src.is_dir():
-        candidates = sorted(p / "model.safetensors" for p in src.iterdir() if (p / "model.safetensors").exists())
+        candidates = sorted(
+            p / "model.safetensors" for p in src.iterdir() if (p / "model.safetensors").exists()
+        )
     else:
         raise InputError(src, "model not found")
     if not candidates:

@@ -42,7 +42,9 @@ class OnnxPredictor:
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
+        out = self.session.run(
+            None, {self.input_name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)}
+        )[0]
         return torch.from_numpy(out)
 
 
@@ -53,7 +55,9 @@ def onnx_predictor(member, threads: int | None = None) -> OnnxPredictor:
         try:
             import onnx  # noqa: F401
         except ImportError:
-            raise ConfigError("--engine onnx needs onnx and onnxruntime: pip install 'glioseg[bench]'") from None
+            raise ConfigError(
+                "--engine onnx needs onnx and onnxruntime: pip install 'glioseg[bench]'"
+            ) from None
         from glioseg.data.io import atomic_path
 
         network = member.load("cpu")
@@ -61,8 +65,16 @@ def onnx_predictor(member, threads: int | None = None) -> OnnxPredictor:
         example = torch.zeros((1, 4, *patch))
         with atomic_path(path, suffix=".onnx") as tmp:
             torch.onnx.export(
-                network, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": {0: "batch", 2: "x", 3: "y", 4: "z"}, "logits": {0: "batch", 2: "x", 3: "y", 4: "z"}},
-                opset_version=18, dynamo=False,
+                network,
+                (example,),
+                str(tmp),
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={
+                    "image": {0: "batch", 2: "x", 3: "y", 4: "z"},
+                    "logits": {0: "batch", 2: "x", 3: "y", 4: "z"},
+                },
+                opset_version=18,
+                dynamo=False,
             )
     return OnnxPredictor(path, threads)

@@ -48,7 +48,11 @@ def proportional_weights(scores: np.ndarray) -> np.ndarray:
 def simplex_grid(n_models: int, step: float = 0.1) -> list[tuple[float, ...]]:
     """All weight vectors with entries in multiples of ``step`` that sum to 1."""
     k = int(round(1 / step))
-    return [tuple(c / k for c in combo) for combo in itertools.product(range(k + 1), repeat=n_models) if sum(combo) == k]
+    return [
+        tuple(c / k for c in combo)
+        for combo in itertools.product(range(k + 1), repeat=n_models)
+        if sum(combo) == k
+    ]
 
 
 def searched_weights(cv_dirs: Sequence[Path], data: Path, definition: str, step: float = 0.1) -> np.ndarray:
@@ -58,11 +62,15 @@ def searched_weights(cv_dirs: Sequence[Path], data: Path, definition: str, step:
     from glioseg.infer.batch import load_probabilities
 
     cases = discover_cases(data).by_id()
-    ids = sorted(p.name.removesuffix("_probabilities.npz") for p in (cv_dirs[0] / "oof").glob("*_probabilities.npz"))
+    ids = sorted(
+        p.name.removesuffix("_probabilities.npz") for p in (cv_dirs[0] / "oof").glob("*_probabilities.npz")
+    )
     for cv in cv_dirs[1:]:
         missing = [c for c in ids if not (cv / "oof" / f"{c}_probabilities.npz").exists()]
         if missing:
-            raise InputError(cv, f"no out-of-fold probabilities for {missing[0]} (the runs must share their cases)")
+            raise InputError(
+                cv, f"no out-of-fold probabilities for {missing[0]} (the runs must share their cases)"
+            )
     grid = simplex_grid(len(cv_dirs), step)
     totals = np.zeros((len(grid), len(REGIONS)))
     for case_id in ids:
@@ -73,14 +81,20 @@ def searched_weights(cv_dirs: Sequence[Path], data: Path, definition: str, step:
             for r, region in enumerate(REGIONS):
                 mixed = sum(w * p[r] for w, p in zip(weights, probs, strict=True))
                 labels = np.where(mixed > 0.5, _REGION_LABEL[region], 0).astype(np.uint8)
-                region_truth = np.where(np.isin(truth, {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}[region]), _REGION_LABEL[region], 0)
+                region_truth = np.where(
+                    np.isin(truth, {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}[region]),
+                    _REGION_LABEL[region],
+                    0,
+                )
                 result = evaluate_labels(labels, region_truth.astype(np.uint8), spacing, definition)
                 totals[g, r] += result.regions[region].lesionwise_dice
     best = totals.argmax(axis=0)
     return np.asarray([[grid[best[r]][m] for r in range(len(REGIONS))] for m in range(len(cv_dirs))])
 
 
-def ensemble_weights(cv_dirs: Sequence[str | Path], method: str = "proportional", data: str | Path | None = None) -> dict:
+def ensemble_weights(
+    cv_dirs: Sequence[str | Path], method: str = "proportional", data: str | Path | None = None
+) -> dict:
     """Weights document for ``glioseg predict --weights`` from cross-validation runs."""
     dirs = [Path(d) for d in cv_dirs]
     summaries = [read_cv_summary(d) for d in dirs]
@@ -115,7 +129,9 @@ def write_weights(doc: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def combine_out_of_fold(cv_dirs: Sequence[str | Path], doc: dict, data: str | Path, out_dir: str | Path) -> list[Path]:
+def combine_out_of_fold(
+    cv_dirs: Sequence[str | Path], doc: dict, data: str | Path, out_dir: str | Path
+) -> list[Path]:
     """Weighted ensemble of the out-of-fold probabilities of several CV runs, as label maps in ``out_dir``.
 
     The runs must share their cases (same folds or at least the same cohort); labels are written
@@ -145,8 +161,12 @@ def combine_out_of_fold(cv_dirs: Sequence[str | Path], doc: dict, data: str | Pa
         for w, d in zip(weights, dirs, strict=True):
             source = d / "oof" / npz.name
             if not source.exists():
-                raise InputError(d, f"no out-of-fold probabilities for {case_id} (the runs must share their cases)")
+                raise InputError(
+                    d, f"no out-of-fold probabilities for {case_id} (the runs must share their cases)"
+                )
             total = total + w[:, None, None, None] * load_probabilities(source)
         labels = probabilities_to_labels(total / weights.sum(axis=0)[:, None, None, None])
-        written.append(save_nifti(labels, target, reference=read_image(cases[case_id].images["t1n"]), dtype=np.uint8))
+        written.append(
+            save_nifti(labels, target, reference=read_image(cases[case_id].images["t1n"]), dtype=np.uint8)
+        )
     return written

@@ -153,7 +153,8 @@ def window_normalise(
     shape = tuple(tensor_shape) if tensor_shape is not None else tuple(grid.volume)
     spatial = tuple(y.shape[2:])
     (cover_x, blend_x), (cover_y, blend_y), (cover_z, blend_z) = (
-        _axis_weights(grid, a, shape[a], spatial[a]) for a in range(3))
+        _axis_weights(grid, a, shape[a], spatial[a]) for a in range(3)
+    )
     volume = torch.einsum("i,j,k->ijk", cover_x.sum(1), cover_y.sum(1), cover_z.sum(1)).double()
     channels, size_y = y.shape[1], spatial[1]
     z_ranges = _binary_ranges(cover_z)
@@ -184,8 +185,15 @@ def window_normalise(
                 else:  # fractional coverage (coarse stages): weighted sums
                     target[:, x] = torch.matmul(values, cover_zt)
             del squared, plane
-        mean, meansq = torch.einsum("mcxyk,ix,jy->mcijk", torch.stack((first, second)).double(),
-                                    cover_x.double(), cover_y.double()) / volume
+        mean, meansq = (
+            torch.einsum(
+                "mcxyk,ix,jy->mcijk",
+                torch.stack((first, second)).double(),
+                cover_x.double(),
+                cover_y.double(),
+            )
+            / volume
+        )
         del first, second
         scale = torch.rsqrt((meansq - mean.square()).clamp_min_(0) + eps)
         shift = -(mean + centre.double().view(-1, 1, 1, 1)) * scale
@@ -195,8 +203,9 @@ def window_normalise(
         if bias is not None:
             shift = shift + bias.double().view(-1, 1, 1, 1)
         # the blended affine map y * a + b, a and b summed over the windows, built along z per plane
-        scale_xy, shift_xy = torch.einsum("mcijk,ix,jy->mcxyk", torch.stack((scale, shift)),
-                                          blend_x.double(), blend_y.double()).float()
+        scale_xy, shift_xy = torch.einsum(
+            "mcijk,ix,jy->mcxyk", torch.stack((scale, shift)), blend_x.double(), blend_y.double()
+        ).float()
         for x in range(spatial[0]):
             if last:  # maps laid out as the plane, (Y, Z, C)
                 plane, target = yb[:, x].permute(1, 2, 0), ob[:, x].permute(1, 2, 0)
@@ -227,12 +236,20 @@ class WindowMatchedNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         affine = getattr(self.norm, "affine", False)
-        return window_normalise(x, self.grid, self.norm.eps, self.norm.weight if affine else None,
-                                self.norm.bias if affine else None, self.tensor_shape)
+        return window_normalise(
+            x,
+            self.grid,
+            self.norm.eps,
+            self.norm.weight if affine else None,
+            self.norm.bias if affine else None,
+            self.tensor_shape,
+        )
 
 
 @contextlib.contextmanager
-def window_matched_norms(network: nn.Module, grid: WindowGrid, tensor_shape: Sequence[int]) -> Iterator[nn.Module]:
+def window_matched_norms(
+    network: nn.Module, grid: WindowGrid, tensor_shape: Sequence[int]
+) -> Iterator[nn.Module]:
     """Temporarily replace every instance-like norm of ``network`` by a :class:`WindowMatchedNorm`.
 
     The network is restored when the block exits, also on error.

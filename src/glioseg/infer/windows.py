@@ -84,7 +84,13 @@ def predict_whole(
 
         grid = WindowGrid(shape, tuple(int(p) for p in patch_size), overlap, tuple(starts))
         logits = predictor(xp, grid)
-    return logits[:, :, starts[0] : starts[0] + shape[0], starts[1] : starts[1] + shape[1], starts[2] : starts[2] + shape[2]]
+    return logits[
+        :,
+        :,
+        starts[0] : starts[0] + shape[0],
+        starts[1] : starts[1] + shape[1],
+        starts[2] : starts[2] + shape[2],
+    ]
 
 
 SMALL_WINDOW_VOXELS = 96**3

@@ -74,7 +74,9 @@ def model_config(name: str, n_stages: int, base_features: int = 32, max_features
         Unknown name (the message lists the available ones).
     """
     if name in ("nnunet", "nnunet-resenc"):
-        kwargs = nnunet_arch_kwargs(n_stages, base_features, max_features, residual_encoder=name == "nnunet-resenc")
+        kwargs = nnunet_arch_kwargs(
+            n_stages, base_features, max_features, residual_encoder=name == "nnunet-resenc"
+        )
         return ModelConfig(name=name, family="nnunet", arch_kwargs=kwargs)
     match = _MEDNEXT_RE.match(name)
     if match:

@@ -75,7 +75,9 @@ def combined_checksum(digests: Iterable[str]) -> str:
 
 def model_files(root: Path) -> list[Path]:
     """Every file of a bundle except its card, sorted (the files the card's checksums cover)."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != CARD_NAME and "__pycache__" not in p.parts)
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.name != CARD_NAME and "__pycache__" not in p.parts
+    )
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,9 @@ class ModelCard:
             raise InputError(present[rel], f"file not listed in the model card of '{self.name}' (card.json)")
         for rel, expected in sorted(listed.items()):
             if sha256_file(present[rel]) != expected:
-                raise InputError(present[rel], f"checksum differs from the model card of '{self.name}' (file changed)")
+                raise InputError(
+                    present[rel], f"checksum differs from the model card of '{self.name}' (file changed)"
+                )
 
 
 def read_card(root: str | Path) -> ModelCard:
@@ -153,11 +157,15 @@ def read_card(root: str | Path) -> ModelCard:
         raise InputError(path, "model card not found (a bundled model is a folder with card.json)")
     doc = read_json(path, "model card")
     if doc.get("format") != CARD_FORMAT:
-        raise InputError(path, f"not a glioseg model card (format {doc.get('format')!r}, expected {CARD_FORMAT!r})")
+        raise InputError(
+            path, f"not a glioseg model card (format {doc.get('format')!r}, expected {CARD_FORMAT!r})"
+        )
     for key in ("name", "groups", "files", "intended_use"):
         if key not in doc:
             raise InputError(path, f"model card lacks '{key}'")
-    if not doc["groups"] or not all(isinstance(g, dict) and "name" in g and "path" in g for g in doc["groups"]):
+    if not doc["groups"] or not all(
+        isinstance(g, dict) and "name" in g and "path" in g for g in doc["groups"]
+    ):
         raise InputError(path, "model card 'groups' must be a list of {name, path}")
     return ModelCard(folder, doc)
 
@@ -181,7 +189,9 @@ def find_card(name: str, root: str | Path = BUNDLED_MODELS) -> ModelCard:
     cards = {c.name: c for c in bundled_cards(root)}
     if name not in cards:
         known = ", ".join(cards) or "none"
-        raise InputError(name, f"neither a model folder nor a bundled model name (bundled: {known}; see glioseg models)")
+        raise InputError(
+            name, f"neither a model folder nor a bundled model name (bundled: {known}; see glioseg models)"
+        )
     return cards[name]
 
 
@@ -195,6 +205,10 @@ def write_card(root: str | Path, doc: dict[str, Any]) -> ModelCard:
     """Write ``root/card.json`` from ``doc`` with the format and the checksums of the bundle's files filled in."""
     folder = Path(root)
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in model_files(folder)}
-    full = {"format": CARD_FORMAT, **{k: v for k, v in doc.items() if k not in ("format", "files")}, "files": files}
+    full = {
+        "format": CARD_FORMAT,
+        **{k: v for k, v in doc.items() if k not in ("format", "files")},
+        "files": files,
+    }
     write_text_atomic(folder / CARD_NAME, json.dumps(full, indent=1) + "\n")
     return read_card(folder)

@@ -66,9 +66,16 @@ def encode_tree(obj: Any, tensors: dict[str, torch.Tensor], path: str = "root") 
     if isinstance(obj, list):
         return [encode_tree(v, tensors, f"{path}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, dict):
-        if all(isinstance(k, str) for k in obj) and not any(k.startswith("__") and k.endswith("__") for k in obj):
+        if all(isinstance(k, str) for k in obj) and not any(
+            k.startswith("__") and k.endswith("__") for k in obj
+        ):
             return {k: encode_tree(v, tensors, f"{path}.{k}") for k, v in obj.items()}
-        return {"__items__": [[encode_tree(k, tensors, path), encode_tree(v, tensors, f"{path}[{k!r}]")] for k, v in obj.items()]}
+        return {
+            "__items__": [
+                [encode_tree(k, tensors, path), encode_tree(v, tensors, f"{path}[{k!r}]")]
+                for k, v in obj.items()
+            ]
+        }
     raise TypeError(f"cannot store {type(obj).__name__} at {path} in a checkpoint without pickle")
 
 
@@ -169,7 +176,9 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def save_model(state_dict: dict[str, torch.Tensor], info: dict[str, Any], stem: str | Path) -> tuple[Path, Path]:
+def save_model(
+    state_dict: dict[str, torch.Tensor], info: dict[str, Any], stem: str | Path
+) -> tuple[Path, Path]:
     """Write ``<stem>.safetensors`` (weights) and ``<stem>.json`` (``info`` + format and versions)."""
     stem = Path(stem)
     weights = stem.with_suffix(".safetensors")
@@ -195,7 +204,9 @@ def read_model_files(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     weights, doc_path = p.with_suffix(".safetensors"), p.with_suffix(".json")
     for required in (weights, doc_path):
         if not required.exists():
-            raise InputError(required, "model file not found (a model is <name>.safetensors with <name>.json)")
+            raise InputError(
+                required, "model file not found (a model is <name>.safetensors with <name>.json)"
+            )
     doc = read_json(doc_path, "model description")
     if doc.get("format") != MODEL_FORMAT:
         raise InputError(doc_path, f"not a glioseg model description (format {doc.get('format')!r})")

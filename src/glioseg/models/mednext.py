@@ -34,7 +34,9 @@ MEDNEXT_PRESETS: dict[str, dict[str, list[int]]] = {
 }
 
 
-def mednext_arch_kwargs(size: str, kernel_size: int, n_stages: int = 5, init_filters: int = 32) -> dict[str, Any]:
+def mednext_arch_kwargs(
+    size: str, kernel_size: int, n_stages: int = 5, init_filters: int = 32
+) -> dict[str, Any]:
     """MONAI ``MedNeXt`` keyword arguments for a preset with ``n_stages`` resolution levels (2-5).
 
     Examples
@@ -78,13 +80,21 @@ def _checkpointed(block: nn.Module):
     return forward
 
 
-def build_mednext(arch_kwargs: dict[str, Any], in_channels: int, out_channels: int, deep_supervision: bool = True) -> nn.Module:
+def build_mednext(
+    arch_kwargs: dict[str, Any], in_channels: int, out_channels: int, deep_supervision: bool = True
+) -> nn.Module:
     """Instantiate MONAI's MedNeXt; parameter names are MONAI's, whatever the checkpointing."""
     from monai.networks.nets import MedNeXt
 
     kwargs = dict(arch_kwargs)
     use_checkpointing = bool(kwargs.pop("gradient_checkpointing", False))
-    network = MedNeXt(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, deep_supervision=deep_supervision, **kwargs)
+    network = MedNeXt(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        deep_supervision=deep_supervision,
+        **kwargs,
+    )
     if use_checkpointing:
         stages = [*network.enc_stages, network.bottleneck, *network.dec_stages]
         for stage in stages:

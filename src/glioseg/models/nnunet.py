@@ -90,7 +90,9 @@ def nnunet_arch_kwargs(
     return kwargs
 
 
-def build_nnunet(arch_kwargs: dict[str, Any], in_channels: int, out_channels: int, deep_supervision: bool = True) -> nn.Module:
+def build_nnunet(
+    arch_kwargs: dict[str, Any], in_channels: int, out_channels: int, deep_supervision: bool = True
+) -> nn.Module:
     """Instantiate ``PlainConvUNet`` (or ``ResidualEncoderUNet`` when ``n_blocks_per_stage`` is given).
 
     Weights are initialised as nnU-Net does (He init with slope 1e-2).
@@ -137,8 +139,14 @@ class SoftmaxRegionUNet(nn.Module):
         n_classes = network.decoder.num_classes
         mask = torch.zeros((len(regions), n_classes), dtype=torch.bool)
         for i, classes in enumerate(regions):
-            if not classes or any(not 0 <= int(c) < n_classes for c in classes) or len(set(classes)) >= n_classes:
-                raise ValueError(f"region {i} must be a non-empty, proper subset of classes 0..{n_classes - 1}: {classes}")
+            if (
+                not classes
+                or any(not 0 <= int(c) < n_classes for c in classes)
+                or len(set(classes)) >= n_classes
+            ):
+                raise ValueError(
+                    f"region {i} must be a non-empty, proper subset of classes 0..{n_classes - 1}: {classes}"
+                )
             mask[i, [int(c) for c in classes]] = True
         self.register_buffer("region_mask", mask, persistent=False)
 
@@ -161,7 +169,9 @@ class SoftmaxRegionUNet(nn.Module):
         return self.regions_from_classes(out)
 
     def compute_conv_feature_map_size(self, input_size) -> int:
-        return self.encoder.compute_conv_feature_map_size(input_size) + self.decoder.compute_conv_feature_map_size(input_size)
+        return self.encoder.compute_conv_feature_map_size(
+            input_size
+        ) + self.decoder.compute_conv_feature_map_size(input_size)
 
 
 def set_nnunet_deep_supervision(network: nn.Module, enabled: bool) -> None:

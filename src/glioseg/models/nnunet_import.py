@@ -82,7 +82,8 @@ from glioseg.models.nnunet import resolve_op
 CHANNEL_ALIASES: dict[str, str] = {
     **dict.fromkeys(["t1", "t1n", "t1w", "t1native", "nativet1", "t1pre", "t1precontrast", "t1wpre"], "t1n"),
     **dict.fromkeys(
-        ["t1c", "t1ce", "t1gd", "t1cgd", "t1gad", "t1wce", "t1wgd", "t1contrast", "t1post", "t1postcontrast"], "t1c"
+        ["t1c", "t1ce", "t1gd", "t1cgd", "t1gad", "t1wce", "t1wgd", "t1contrast", "t1post", "t1postcontrast"],
+        "t1c",
     ),
     **dict.fromkeys(["t2", "t2w"], "t2w"),
     **dict.fromkeys(["flair", "t2f", "t2flair", "t2wflair"], "t2f"),
@@ -90,12 +91,24 @@ CHANNEL_ALIASES: dict[str, str] = {
 #: Normalised softmax label names -> glioseg tissue (labels 1 NETC, 2 SNFH, 3 ET).
 TISSUE_ALIASES: dict[str, str] = {
     **dict.fromkeys(
-        ["netc", "ncr", "ncrnet", "necrosis", "necrotic", "necroticcore", "necrotictumorcore", "nonenhancingtumor",
-         "nonenhancingtumorcore", "necroticnonenhancingtumorcore", "net"],
+        [
+            "netc",
+            "ncr",
+            "ncrnet",
+            "necrosis",
+            "necrotic",
+            "necroticcore",
+            "necrotictumorcore",
+            "nonenhancingtumor",
+            "nonenhancingtumorcore",
+            "necroticnonenhancingtumorcore",
+            "net",
+        ],
         "NETC",
     ),
     **dict.fromkeys(
-        ["snfh", "ed", "edema", "oedema", "peritumoraledema", "surroundingnonenhancingflairhyperintensity"], "SNFH"
+        ["snfh", "ed", "edema", "oedema", "peritumoraledema", "surroundingnonenhancingflairhyperintensity"],
+        "SNFH",
     ),
     **dict.fromkeys(["et", "enhancing", "enhancingtumor", "enhancingtumorcore"], "ET"),
 }
@@ -202,8 +215,10 @@ def load_nnunet_checkpoint(path: str | Path) -> dict[str, Any]:
                 "accepted, nothing else is ever unpickled",
             ) from None
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        detail = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("WeightsUnpickler error:")),
-                      lines[0] if lines else "")
+        detail = next(
+            (line.split(":", 1)[1].strip() for line in lines if line.startswith("WeightsUnpickler error:")),
+            lines[0] if lines else "",
+        )
         raise InputError(
             p, f"not a readable weights-only PyTorch checkpoint ({type(exc).__name__}: {detail[:200]})"
         ) from None
@@ -243,7 +258,9 @@ def _locate(source: Path, fold: int | str, checkpoint_name: str) -> tuple[Path, 
         for folder in (source.parent.parent, source.parent):
             if (folder / "plans.json").is_file():
                 return folder, source
-        raise InputError(source, "no plans.json beside the checkpoint or one folder up (nnU-Net results layout)")
+        raise InputError(
+            source, "no plans.json beside the checkpoint or one folder up (nnU-Net results layout)"
+        )
     if not source.is_dir():
         raise InputError(source, "not found")
     trainer_dir = source
@@ -253,7 +270,9 @@ def _locate(source: Path, fold: int | str, checkpoint_name: str) -> tuple[Path, 
             raise InputError(source, "not an nnU-Net results folder (no plans.json here or in a sub-folder)")
         if len(found) > 1:
             names = ", ".join(p.name for p in found)
-            raise ConfigError(f"{source} holds several trained configurations ({names}); pass one of these folders")
+            raise ConfigError(
+                f"{source} holds several trained configurations ({names}); pass one of these folders"
+            )
         trainer_dir = found[0]
     fold_dir = trainer_dir / f"fold_{fold}"
     checkpoint = fold_dir / checkpoint_name
@@ -274,7 +293,9 @@ def _resolve_configuration(plans: dict[str, Any], name: str, plans_path: Path) -
     merged: dict[str, Any] = {}
     while True:
         if name not in configurations:
-            raise ConfigError(f"{plans_path}: configuration {name!r} not found; available: {', '.join(configurations)}")
+            raise ConfigError(
+                f"{plans_path}: configuration {name!r} not found; available: {', '.join(configurations)}"
+            )
         if name in chain:
             raise ConfigError(f"{plans_path}: circular 'inherits_from' ({' -> '.join([*chain, name])})")
         chain.append(name)
@@ -300,7 +321,9 @@ def _architecture(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
         "kernel_sizes": config["conv_kernel_sizes"],
         "strides": config["pool_op_kernel_sizes"],
-        ("n_conv_per_stage" if cls == "PlainConvUNet" else "n_blocks_per_stage"): config["n_conv_per_stage_encoder"],
+        ("n_conv_per_stage" if cls == "PlainConvUNet" else "n_blocks_per_stage"): config[
+            "n_conv_per_stage_encoder"
+        ],
         "n_conv_per_stage_decoder": config["n_conv_per_stage_decoder"],
         "conv_bias": True,
         "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
@@ -322,7 +345,9 @@ def _axes(plans: dict[str, Any], dataset: dict[str, Any], warnings: list[str]) -
             "images not stored in RAS reach the network mirrored (axes are matched)"
         )
     elif reader not in _READERS:
-        raise ConfigError(f"nnU-Net image reader {reader!r} is not supported (expected one of {sorted(_READERS)})")
+        raise ConfigError(
+            f"nnU-Net image reader {reader!r} is not supported (expected one of {sorted(_READERS)})"
+        )
     forward = [int(a) for a in plans.get("transpose_forward", [0, 1, 2])]
     if sorted(forward) != [0, 1, 2]:
         raise ConfigError(f"plans.json: transpose_forward {forward} is not a permutation of 3 axes")
@@ -337,7 +362,9 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(text).lower().replace("tumour", "tumor"))
 
 
-def _channel_order(dataset: dict[str, Any], channels: list[str] | None, dataset_path: Path) -> tuple[list[int], list[str]]:
+def _channel_order(
+    dataset: dict[str, Any], channels: list[str] | None, dataset_path: Path
+) -> tuple[list[int], list[str]]:
     """(nnU-Net input index of each glioseg modality, nnU-Net channel names)."""
     raw = dataset.get("channel_names") or dataset.get("modality")
     if not isinstance(raw, dict) or not raw:
@@ -351,7 +378,9 @@ def _channel_order(dataset: dict[str, Any], channels: list[str] | None, dataset_
     if channels is not None:
         modalities = [c.lower() for c in channels]
         if sorted(modalities) != sorted(MODALITIES):
-            raise ConfigError(f"channels must list {', '.join(MODALITIES)} once each, in nnU-Net's order; got {channels}")
+            raise ConfigError(
+                f"channels must list {', '.join(MODALITIES)} once each, in nnU-Net's order; got {channels}"
+            )
     else:
         modalities = [CHANNEL_ALIASES.get(_norm(n), "") for n in names]
         if sorted(modalities) != sorted(MODALITIES):
@@ -395,8 +424,14 @@ def _region_rows(names: list[str], sets: list[frozenset[int]]) -> tuple[list[int
             "(2) ⊃ enhancing tumour (1); cannot map the outputs to WT, TC, ET"
         )
     rows = list(chains[0])
-    mapping = {r: {"nnunet_output": rows[i], "name": foreground[rows[i]][0], "labels": sorted(foreground[rows[i]][1])}
-               for i, r in enumerate(REGIONS)}
+    mapping = {
+        r: {
+            "nnunet_output": rows[i],
+            "name": foreground[rows[i]][0],
+            "labels": sorted(foreground[rows[i]][1]),
+        }
+        for i, r in enumerate(REGIONS)
+    }
     return rows, mapping
 
 
@@ -415,7 +450,11 @@ def _softmax_regions(
             tissue = TISSUE_ALIASES.get(_norm(name))
             if tissue is not None:
                 tissues[tissue] = next(iter(s))
-    if sorted(tissues) != sorted(_REGION_TISSUES["WT"]) or len(set(tissues.values())) != 3 or 0 in tissues.values():
+    if (
+        sorted(tissues) != sorted(_REGION_TISSUES["WT"])
+        or len(set(tissues.values())) != 3
+        or 0 in tissues.values()
+    ):
         labels = ", ".join(f"{n}={next(iter(s))}" for n, s in zip(names, sets, strict=True))
         raise ConfigError(
             f"cannot tell which nnU-Net labels ({labels}) are NETC, SNFH and ET; give them "
@@ -425,7 +464,11 @@ def _softmax_regions(
         raise ConfigError(f"tissue labels {tissues} are not all among the model's classes {values}")
     regions = [sorted(tissues[t] for t in _REGION_TISSUES[r]) for r in REGIONS]
     mapping = {r: {"classes": regions[i], "tissues": list(_REGION_TISSUES[r])} for i, r in enumerate(REGIONS)}
-    return len(values), regions, {"softmax_classes": len(values), "tissue_labels": tissues, "regions": mapping}
+    return (
+        len(values),
+        regions,
+        {"softmax_classes": len(values), "tissue_labels": tissues, "regions": mapping},
+    )
 
 
 # --------------------------------------------------------------------------- weights
@@ -442,9 +485,11 @@ def _input_weight_names(config: ModelConfig, patch: list[int]) -> tuple[list[str
     handles = []
     for name, module in network.named_modules():
         if isinstance(module, torch.nn.modules.conv._ConvNd):
+
             def hook(m, inputs, _name=name):
                 if inputs and inputs[0] is x:
                     found.append((_name, m))
+
             handles.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
@@ -536,21 +581,29 @@ def import_nnunet(
     if configuration is None:
         configuration = trained_configuration or (folder_parts[2] if len(folder_parts) == 3 else None)
     if configuration is None:
-        raise ConfigError(f"cannot tell the nnU-Net configuration of {checkpoint_path}; pass it (--configuration)")
+        raise ConfigError(
+            f"cannot tell the nnU-Net configuration of {checkpoint_path}; pass it (--configuration)"
+        )
     if trained_configuration and configuration != trained_configuration:
-        raise ConfigError(f"{checkpoint_path} was trained with configuration {trained_configuration!r}, not {configuration!r}")
+        raise ConfigError(
+            f"{checkpoint_path} was trained with configuration {trained_configuration!r}, not {configuration!r}"
+        )
     warnings: list[str] = []
 
     config = _resolve_configuration(plans, configuration, plans_path)
     try:
         class_name, nn_kwargs = _architecture(config)
     except KeyError as exc:
-        raise InputError(plans_path, f"configuration {configuration!r} has no architecture description ({exc})") from None
+        raise InputError(
+            plans_path, f"configuration {configuration!r} has no architecture description ({exc})"
+        ) from None
     if class_name not in _NETWORKS:
         raise ConfigError(f"nnU-Net network {class_name} is not supported (only {', '.join(_NETWORKS)})")
     patch_n = [int(p) for p in config["patch_size"]]
     if len(patch_n) != 3 or not str(nn_kwargs.get("conv_op", "")).endswith("Conv3d"):
-        raise ConfigError(f"configuration {configuration!r} is not 3-D; import a 3d_fullres (or other 3-D) model")
+        raise ConfigError(
+            f"configuration {configuration!r} is not 3-D; import a 3d_fullres (or other 3-D) model"
+        )
     for key in ("conv_op", "norm_op", "dropout_op", "nonlin"):
         try:
             resolve_op(nn_kwargs.get(key))
@@ -611,7 +664,9 @@ def import_nnunet(
             f"{checkpoint_path}: weights do not fit the network described in plans.json ({detail}); trainer "
             f"{checkpoint.get('trainer_name')} may build a custom network"
         ) from None
-    problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
+    problems = [f"missing {k}" for k in result.missing_keys] + [
+        f"unexpected {k}" for k in result.unexpected_keys
+    ]
     if problems:
         raise ConfigError(
             f"{checkpoint_path}: weights do not fit the network described in plans.json ({problems[0]}"

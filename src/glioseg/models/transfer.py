@@ -70,7 +70,9 @@ def grow_kernel(weight: torch.Tensor, size: tuple[int, ...], mode: GrowMode = "t
         raise ValueError(f"cannot grow a kernel of {spatial} to {size}")
     if mode == "zero_pad":
         if any((t - s) % 2 for t, s in zip(size, spatial, strict=True)):
-            raise ValueError(f"zero padding {spatial} to {size} cannot keep the kernel centred (odd difference)")
+            raise ValueError(
+                f"zero padding {spatial} to {size} cannot keep the kernel centred (odd difference)"
+            )
         pad: list[int] = []
         for t, s in reversed(list(zip(size, spatial, strict=True))):  # F.pad wants the last axis first
             pad += [(t - s) // 2, (t - s) // 2]
@@ -119,10 +121,14 @@ def upkern_state_dict(
         whose shape differs other than by a grown kernel (the message names it).
     """
     if source_config.family != target_config.family:
-        raise ConfigError(f"UpKern needs one model family, got {source_config.family} -> {target_config.family}")
+        raise ConfigError(
+            f"UpKern needs one model family, got {source_config.family} -> {target_config.family}"
+        )
     for attr in ("in_channels", "out_channels"):
         if getattr(source_config, attr) != getattr(target_config, attr):
-            raise ConfigError(f"UpKern needs equal {attr}: {getattr(source_config, attr)} -> {getattr(target_config, attr)}")
+            raise ConfigError(
+                f"UpKern needs equal {attr}: {getattr(source_config, attr)} -> {getattr(target_config, attr)}"
+            )
     src_kw, tgt_kw = source_config.arch_kwargs, target_config.arch_kwargs
     for key in sorted((set(src_kw) | set(tgt_kw)) - _KERNEL_KEYS - _FREE_KEYS):
         if src_kw.get(key) != tgt_kw.get(key):
@@ -153,7 +159,10 @@ def upkern_state_dict(
             tensor.ndim == len(shape) >= 3
             and tuple(tensor.shape[:2]) == shape[:2]
             and all(t >= s for t, s in zip(shape[2:], tensor.shape[2:], strict=True))
-            and (mode == "trilinear" or all((t - s) % 2 == 0 for t, s in zip(shape[2:], tensor.shape[2:], strict=True)))
+            and (
+                mode == "trilinear"
+                or all((t - s) % 2 == 0 for t, s in zip(shape[2:], tensor.shape[2:], strict=True))
+            )
         )
         if not grows:
             raise ConfigError(

@@ -42,7 +42,9 @@ def collect_predictions(pred: str | Path) -> tuple[dict[str, Path], list[str]]:
         if case_id is not None:
             found.setdefault(case_id, []).append(path)
     if not found:
-        raise InputError(root, "no label map found (expected <ID>.nii.gz, <ID>-pred.nii.gz or <ID>-seg.nii.gz)")
+        raise InputError(
+            root, "no label map found (expected <ID>.nii.gz, <ID>-pred.nii.gz or <ID>-seg.nii.gz)"
+        )
     problems = [
         str(InputError(root, f"case {c}: more than one file claims it ({', '.join(p.name for p in paths)})"))
         for c, paths in found.items()
@@ -100,7 +102,11 @@ def apply_to_files(
             labels, image = read_labels(path)
             geometry = Geometry.of(image)
             voxel = float(np.prod(geometry.spacing))
-            if tuned_voxel and abs(voxel - tuned_voxel) > _VOXEL_VOLUME_TOLERANCE * tuned_voxel and voxel not in warned:
+            if (
+                tuned_voxel
+                and abs(voxel - tuned_voxel) > _VOXEL_VOLUME_TOLERANCE * tuned_voxel
+                and voxel not in warned
+            ):
                 warned.add(voxel)
                 report.warnings.append(
                     f"{path}: voxels of {voxel:g} mm^3, the configuration was tuned on {tuned_voxel:g} mm^3 voxels "
@@ -110,10 +116,14 @@ def apply_to_files(
             if config.has_clusters:
                 case = cases.get(case_id)
                 if case is None:
-                    raise InputError(images, f"no images for case {case_id} (the per-cluster configuration needs them)")
+                    raise InputError(
+                        images, f"no images for case {case_id} (the per-cluster configuration needs them)"
+                    )
                 data = load_case(case, with_label=False)
                 if data.image.shape[1:] != labels.shape:
-                    raise InputError(path, f"shape {labels.shape} differs from the case images' {data.image.shape[1:]}")
+                    raise InputError(
+                        path, f"shape {labels.shape} differs from the case images' {data.image.shape[1:]}"
+                    )
                 cluster = config.assign_cluster(data.image, labels, data.spacing)
             result = config.apply(labels, cluster)
             save_nifti(result, target, reference=image, dtype=np.uint8)

@@ -65,7 +65,12 @@ CONFIG_VERSION = 1
 _OPERATIONS: dict[str, dict[str, tuple[type, bool]]] = {
     "remove_small_components": {"target": (str, True), "min_size": (int, True), "fill": (int, False)},
     "keep_largest_components": {"target": (str, True), "k": (int, True), "fill": (int, False)},
-    "redefine_label": {"label": (int, True), "into": (int, True), "min_fraction": (float, True), "of": (str, False)},
+    "redefine_label": {
+        "label": (int, True),
+        "into": (int, True),
+        "min_fraction": (float, True),
+        "of": (str, False),
+    },
 }
 _INFORMATIONAL = ("min_size_mm3",)
 
@@ -92,7 +97,9 @@ class Operation:
         if self.op == "keep_largest_components":
             return keep_largest_components(labels, p["target"], int(p["k"]), p.get("fill"))
         if self.op == "redefine_label":
-            return redefine_label(labels, int(p["label"]), int(p["into"]), float(p["min_fraction"]), p.get("of", "WT"))
+            return redefine_label(
+                labels, int(p["label"]), int(p["into"]), float(p["min_fraction"]), p.get("of", "WT")
+            )
         raise ValueError(f"unknown operation {self.op!r}")
 
     def to_dict(self) -> dict:
@@ -102,7 +109,7 @@ class Operation:
     def from_dict(cls, d: dict, source: str | Path = "configuration", where: str = "operation") -> Operation:
         """Validate one ``{"op": ..., ...}`` entry; :class:`InputError` names ``source`` and the entry."""
         if not isinstance(d, dict) or "op" not in d:
-            raise InputError(source, f"{where}: expected an object with an \"op\" key")
+            raise InputError(source, f'{where}: expected an object with an "op" key')
         name = d["op"]
         if name not in _OPERATIONS:
             raise InputError(source, f"{where}: unknown operation {name!r} (known: {', '.join(_OPERATIONS)})")
@@ -117,12 +124,21 @@ class Operation:
             if key not in spec:
                 raise InputError(source, f"{where} ({name}): unknown parameter {key!r}")
             kind = spec[key][0]
-            ok = isinstance(value, str) if kind is str else (
-                isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-                and (kind is float or float(value).is_integer())
+            ok = (
+                isinstance(value, str)
+                if kind is str
+                else (
+                    isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                    and math.isfinite(value)
+                    and (kind is float or float(value).is_integer())
+                )
             )
             if not ok:
-                raise InputError(source, f"{where} ({name}): {key} must be {'a string' if kind is str else kind.__name__}, got {value!r}")
+                raise InputError(
+                    source,
+                    f"{where} ({name}): {key} must be {'a string' if kind is str else kind.__name__}, got {value!r}",
+                )
             params[key] = kind(value)
         missing = [k for k, (_, required) in spec.items() if required and k not in params]
         if missing:
@@ -208,7 +224,9 @@ class PostprocessConfig:
         """Run the pipeline of ``cluster`` (or the global one) on a canonical label map."""
         return apply_operations(labels, self.operations_for(cluster))
 
-    def assign_cluster(self, image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float]) -> int:
+    def assign_cluster(
+        self, image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float]
+    ) -> int:
         """Cluster of a case from the radiomic features of ``labels`` (unprocessed) and its images (4, X, Y, Z)."""
         if not self.has_clusters:
             raise ValueError("this configuration has no cluster model")
@@ -221,7 +239,9 @@ class PostprocessConfig:
                 "model_path": self.cluster_model_path,
                 "model": self.cluster_model.to_dict(),
                 "min_cases": int(self.min_cases),
-                "operations": {str(k): [op.to_dict() for op in v] for k, v in sorted(self.cluster_operations.items())},
+                "operations": {
+                    str(k): [op.to_dict() for op in v] for k, v in sorted(self.cluster_operations.items())
+                },
                 "source": {str(k): v for k, v in sorted(self.cluster_source.items())},
             }
         return {
@@ -240,9 +260,14 @@ class PostprocessConfig:
     @classmethod
     def from_dict(cls, d: dict, source: str | Path = "configuration") -> PostprocessConfig:
         if not isinstance(d, dict) or d.get("format") != CONFIG_FORMAT:
-            raise InputError(source, f"not a glioseg post-processing configuration (expected format {CONFIG_FORMAT!r})")
+            raise InputError(
+                source, f"not a glioseg post-processing configuration (expected format {CONFIG_FORMAT!r})"
+            )
         if d.get("version") != CONFIG_VERSION:
-            raise InputError(source, f"configuration version {d.get('version')} is not supported (expected {CONFIG_VERSION})")
+            raise InputError(
+                source,
+                f"configuration version {d.get('version')} is not supported (expected {CONFIG_VERSION})",
+            )
 
         def operation_list(items, where: str) -> list[Operation]:
             if not isinstance(items, list):
@@ -257,20 +282,23 @@ class PostprocessConfig:
         clusters = d.get("clusters")
         if clusters:
             if not isinstance(clusters, dict) or "model" not in clusters or "operations" not in clusters:
-                raise InputError(source, "clusters: expected {\"model\": ..., \"operations\": {...}}")
+                raise InputError(source, 'clusters: expected {"model": ..., "operations": {...}}')
             config.cluster_model = _cluster_model_from_dict(clusters["model"], source)
             config.cluster_model_path = clusters.get("model_path")
             config.min_cases = int(clusters.get("min_cases", 0))
             try:
                 config.cluster_operations = {
-                    int(k): operation_list(v, f"clusters.operations[{k}]") for k, v in clusters["operations"].items()
+                    int(k): operation_list(v, f"clusters.operations[{k}]")
+                    for k, v in clusters["operations"].items()
                 }
                 config.cluster_source = {int(k): str(v) for k, v in (clusters.get("source") or {}).items()}
             except (AttributeError, ValueError) as exc:
                 raise InputError(source, f"clusters: cluster numbers must be integers ({exc})") from None
             extra = sorted(set(config.cluster_operations) - set(range(config.cluster_model.n_clusters)))
             if extra:
-                raise InputError(source, f"clusters: operations for cluster(s) {extra} the model does not have")
+                raise InputError(
+                    source, f"clusters: operations for cluster(s) {extra} the model does not have"
+                )
         return config
 
     @classmethod
@@ -287,7 +315,9 @@ def needs_quality(model) -> bool:
     return any(str(name).startswith("quality_") for name in model.features)
 
 
-def assign_from_labels(model, image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float]) -> int:
+def assign_from_labels(
+    model, image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float]
+) -> int:
     """Cluster of one case from the radiomic features of ``labels`` and ``image`` (4, X, Y, Z)."""
     import pandas as pd
 

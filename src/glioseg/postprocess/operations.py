@@ -155,7 +155,9 @@ def _replace_components(labels: np.ndarray, comps: Components, remove: np.ndarra
     return out
 
 
-def remove_small_components(labels: np.ndarray, target: str, min_size: int, fill: int | None = None) -> np.ndarray:
+def remove_small_components(
+    labels: np.ndarray, target: str, min_size: int, fill: int | None = None
+) -> np.ndarray:
     """Remove the 26-connected components of ``target`` that have fewer than ``min_size`` voxels.
 
     Parameters

@@ -72,7 +72,10 @@ class Setting:
     @property
     def is_identity(self) -> bool:
         return (
-            self.wt_min_size <= 1 and self.wt_keep <= 0 and self.tc_min_size <= 1 and self.et_min_size <= 1
+            self.wt_min_size <= 1
+            and self.wt_keep <= 0
+            and self.tc_min_size <= 1
+            and self.et_min_size <= 1
             and self.et_ratio <= 0
         )
 
@@ -84,15 +87,34 @@ class Setting:
 
         ops = []
         if self.wt_min_size > 1:
-            ops.append(Operation("remove_small_components", {"target": "WT", **size_param(self.wt_min_size), "fill": 0}))
+            ops.append(
+                Operation(
+                    "remove_small_components", {"target": "WT", **size_param(self.wt_min_size), "fill": 0}
+                )
+            )
         if self.wt_keep > 0:
-            ops.append(Operation("keep_largest_components", {"target": "WT", "k": int(self.wt_keep), "fill": 0}))
+            ops.append(
+                Operation("keep_largest_components", {"target": "WT", "k": int(self.wt_keep), "fill": 0})
+            )
         if self.tc_min_size > 1:
-            ops.append(Operation("remove_small_components", {"target": "TC", **size_param(self.tc_min_size), "fill": SNFH}))
+            ops.append(
+                Operation(
+                    "remove_small_components", {"target": "TC", **size_param(self.tc_min_size), "fill": SNFH}
+                )
+            )
         if self.et_min_size > 1:
-            ops.append(Operation("remove_small_components", {"target": "ET", **size_param(self.et_min_size), "fill": NETC}))
+            ops.append(
+                Operation(
+                    "remove_small_components", {"target": "ET", **size_param(self.et_min_size), "fill": NETC}
+                )
+            )
         if self.et_ratio > 0:
-            ops.append(Operation("redefine_label", {"label": ET, "into": NETC, "min_fraction": float(self.et_ratio), "of": "WT"}))
+            ops.append(
+                Operation(
+                    "redefine_label",
+                    {"label": ET, "into": NETC, "min_fraction": float(self.et_ratio), "of": "WT"},
+                )
+            )
         return ops
 
     def describe(self) -> str:
@@ -180,7 +202,9 @@ class CasePlan:
         }
         self.ids, self.sizes = {}, {}
         for region, mask in masks.items():
-            ids, n = cc3d.connected_components(np.ascontiguousarray(mask), connectivity=CONNECTIVITY, return_N=True)
+            ids, n = cc3d.connected_components(
+                np.ascontiguousarray(mask), connectivity=CONNECTIVITY, return_N=True
+            )
             self.ids[region] = ids
             self.sizes[region] = np.bincount(ids.ravel(), minlength=int(n) + 1).astype(np.int64)
         # Each TC component lies in one WT component, each ET component in one TC component.
@@ -290,7 +314,9 @@ def score_case(
         result = evaluate_labels(pred, gt, spacing, definition, case_id)
         dice[:] = [result.regions[r].lesionwise_dice for r in REGIONS]
         hd[:] = [result.regions[r].lesionwise_hd95 for r in REGIONS]
-        return CaseScores(case_id, dice, hd, 1, {r: 0 for r in REGIONS}, time.perf_counter() - began, voxel_mm3)
+        return CaseScores(
+            case_id, dice, hd, 1, {r: 0 for r in REGIONS}, time.perf_counter() - began, voxel_mm3
+        )
     # Cropping with the metrics' dilation margin changes no lesion-wise score (docs/evaluation.md).
     box = pad_box(box, _MARGIN, pred.shape)
     plan = CasePlan(pred[box])
@@ -345,13 +371,17 @@ def score_case(
         table = np.array([done[i][k] for k in range(max(done[i]) + 1)]) if done[i] else np.zeros((0, 2))
         dice[:, i] = table[keys[:, i], 0]
         hd[:, i] = table[keys[:, i], 1]
-    return CaseScores(case_id, dice, hd, n_maps, dict(plan.n_components), time.perf_counter() - began, voxel_mm3)
+    return CaseScores(
+        case_id, dice, hd, n_maps, dict(plan.n_components), time.perf_counter() - began, voxel_mm3
+    )
 
 
 # --------------------------------------------------------------------------- selection
 
 
-def select_setting(dice: np.ndarray, hd95: np.ndarray, cases: np.ndarray | Sequence[int] | None = None) -> int:
+def select_setting(
+    dice: np.ndarray, hd95: np.ndarray, cases: np.ndarray | Sequence[int] | None = None
+) -> int:
     """Index of the best setting on ``cases`` (rows of the case x setting tables).
 
     Parameters
@@ -452,7 +482,9 @@ def load_pair(pair, definition: str = "brats2024-ssa", geometry: str = "strict")
     pred, pred_image = read_labels(pair.pred)
     gg, pg = Geometry.of(gt_image), Geometry.of(pred_image)
     if gg.shape != pg.shape:
-        raise InputError(pair.pred, f"shape {pg.shape} differs from the ground truth's {gg.shape} ({pair.gt.name})")
+        raise InputError(
+            pair.pred, f"shape {pg.shape} differs from the ground truth's {gg.shape} ({pair.gt.name})"
+        )
     if not np.allclose(gg.spacing, pg.spacing, rtol=0, atol=SPACING_TOLERANCE_MM):
         raise InputError(pair.pred, f"voxel spacing differs from the ground truth's ({pair.gt.name})")
     if geometry == "strict" and gg.mismatch(pg):
@@ -475,7 +507,9 @@ def _score_job(pair, settings, definition: str, geometry: str, case, quality: bo
 
             data = load_case(case, with_label=False)
             if data.image.shape[1:] != pred.shape:
-                raise InputError(pair.pred, f"shape {pred.shape} differs from the case images' {data.image.shape[1:]}")
+                raise InputError(
+                    pair.pred, f"shape {pred.shape} differs from the case images' {data.image.shape[1:]}"
+                )
             scores.features = case_features(data.image, pred, data.spacing, include_quality=quality)
         return scores, None
     except GliosegError as exc:
@@ -524,7 +558,9 @@ def score_cohort(
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     matching = match_cases(pred, gt)
     failures = [str(p) for p in matching.problems.values()]
-    failures += [f"{f}: case {c} has no prediction in {pred}" for c, f in matching.missing_predictions.items()]
+    failures += [
+        f"{f}: case {c} has no prediction in {pred}" for c, f in matching.missing_predictions.items()
+    ]
     cases = {}
     quality = False
     if cluster_model is not None:
@@ -719,7 +755,9 @@ def tune(
     model = ClusterModel.load(cluster_model_path) if cluster_model_path is not None else None
     scores, failures = score_cohort(pred, gt, settings, definition, geometry, jobs, model, progress)
     if not scores:
-        raise InputError(pred, "no case could be scored: " + (failures[0] if failures else "no prediction found"))
+        raise InputError(
+            pred, "no case could be scored: " + (failures[0] if failures else "no prediction found")
+        )
     scoring_seconds = time.perf_counter() - began
     dice, hd = stack_scores(scores)
     voxel_mm3 = float(np.median([s.voxel_mm3 for s in scores]))
@@ -742,8 +780,11 @@ def tune(
             chosen[members] = index
             config.cluster_operations[k] = settings[index].operations(voxel_mm3)
             config.cluster_source[k] = "cluster" if own else "global"
-            entry = {"n_cases": int(members.size), "source": config.cluster_source[k],
-                     **_selection_entry(settings, index, voxel_mm3)}
+            entry = {
+                "n_cases": int(members.size),
+                "source": config.cluster_source[k],
+                **_selection_entry(settings, index, voxel_mm3),
+            }
             if members.size:
                 entry["regions"] = region_statistics(dice[members], hd[members], chosen[members])
             selected["clusters"][str(k)] = entry
@@ -778,7 +819,10 @@ def tune(
         "grid": grid.to_dict(),
         "global_setting": asdict(settings[global_index]),
         "mean_lesionwise_dice": {
-            r: {"before": regions[r]["lesionwise_dice"]["before_mean"], "after": regions[r]["lesionwise_dice"]["after_mean"]}
+            r: {
+                "before": regions[r]["lesionwise_dice"]["before_mean"],
+                "after": regions[r]["lesionwise_dice"]["after_mean"],
+            }
             for r in REGIONS
         },
     }

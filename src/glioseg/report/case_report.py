@@ -37,7 +37,9 @@ def quality_warnings(image: np.ndarray, spacing) -> tuple[list[str], dict[str, d
             "along at least one axis; small lesions may be missed"
         )
     proxies = {m: quality_features(image[i]) for i, m in enumerate(MODALITIES)}
-    low = [f"{m} ({p['snr']:.1f})" for m, p in proxies.items() if not math.isnan(p["snr"]) and p["snr"] < LOW_SNR]
+    low = [
+        f"{m} ({p['snr']:.1f})" for m, p in proxies.items() if not math.isnan(p["snr"]) and p["snr"] < LOW_SNR
+    ]
     if low:
         warnings.append(f"low estimated signal-to-noise ratio in {', '.join(low)} (below {LOW_SNR:g})")
     return warnings, proxies
@@ -77,11 +79,20 @@ def provenance_rows(record: dict) -> list[list[str]]:
     for model in record.get("models", []):
         version = f" {model['version']}" if model.get("version") else ""
         synthetic = "; trained on synthetic phantoms only" if model.get("trained_on_synthetic_only") else ""
-        rows.append([f"model {model['name']}{version}",
-                     f"{model['members']} member(s) from {model['source']}; SHA-256 {model['checksum_sha256'][:16]}...{synthetic}"])
+        rows.append(
+            [
+                f"model {model['name']}{version}",
+                f"{model['members']} member(s) from {model['source']}; SHA-256 {model['checksum_sha256'][:16]}...{synthetic}",
+            ]
+        )
     settings = record.get("settings", {})
-    rows.append(["mode", f"{settings.get('mode')}: TTA {settings.get('tta')}, {settings.get('window')} window, "
-                         f"engine {settings.get('engine')}"])
+    rows.append(
+        [
+            "mode",
+            f"{settings.get('mode')}: TTA {settings.get('tta')}, {settings.get('window')} window, "
+            f"engine {settings.get('engine')}",
+        ]
+    )
     if settings.get("postprocess_source"):
         rows.append(["post-processing", Path(settings["postprocess_source"]).name])
     rows.append(["date (UTC)", str(record.get("date_utc"))])
@@ -90,7 +101,9 @@ def provenance_rows(record: dict) -> list[list[str]]:
     return rows
 
 
-def write_case_report(data, prediction, seg_path: Path, out_dir: Path, n_members: int, record: dict | None = None) -> Path:
+def write_case_report(
+    data, prediction, seg_path: Path, out_dir: Path, n_members: int, record: dict | None = None
+) -> Path:
     """Write ``<ID>_report.html`` (+ ``<ID>_report.png`` and, for ensembles, ``<ID>_uncertainty.nii.gz``).
 
     ``record`` is the prediction's provenance (models, checksums, mode, date, inputs, warnings),
@@ -100,38 +113,59 @@ def write_case_report(data, prediction, seg_path: Path, out_dir: Path, n_members
     from glioseg.report.preview import render_preview
 
     case_id = data.case_id
-    png = render_preview(data.image, data.affine, out_dir / f"{case_id}_report.png", prediction.labels,
-                         title=f"{case_id}: glioseg segmentation (research use only)")
+    png = render_preview(
+        data.image,
+        data.affine,
+        out_dir / f"{case_id}_report.png",
+        prediction.labels,
+        title=f"{case_id}: glioseg segmentation (research use only)",
+    )
     summary = lesion_summary(prediction.labels, data.spacing)
     warnings, proxies = quality_warnings(data.image, data.spacing)
     uncertainty = uncertainty_score(prediction.member_probabilities_variance, prediction.probabilities)
     doc = Document(f"glioseg report: {case_id}")
-    doc.paragraph("**Research software, not a medical device; not for clinical use.** "
-                  f"Segmentation: `{seg_path.name}` (1 NETC, 2 SNFH/edema, 3 ET).")
+    doc.paragraph(
+        "**Research software, not a medical device; not for clinical use.** "
+        f"Segmentation: `{seg_path.name}` (1 NETC, 2 SNFH/edema, 3 ET)."
+    )
     if record and record.get("warnings"):
         doc.bullets([f"**warning:** {w}" for w in record["warnings"]])
     encoded = base64.b64encode(png.read_bytes()).decode("ascii")
-    doc.image(f"data:image/png;base64,{encoded}", "t1n, t1c, t2w, t2f with the segmentation (NETC red, SNFH green, ET yellow)")
+    doc.image(
+        f"data:image/png;base64,{encoded}",
+        "t1n, t1c, t2w, t2f with the segmentation (NETC red, SNFH green, ET yellow)",
+    )
     doc.heading("Volumes and lesions")
     rows = []
     for region in REGIONS:
         s = summary[region]
-        sizes = ", ".join(f"{v:.1f}" for v in s["lesion_volumes_ml"][:6]) + (" ..." if len(s["lesion_volumes_ml"]) > 6 else "")
+        sizes = ", ".join(f"{v:.1f}" for v in s["lesion_volumes_ml"][:6]) + (
+            " ..." if len(s["lesion_volumes_ml"]) > 6 else ""
+        )
         rows.append([region, f"{s['volume_ml']:.1f}", str(s["lesions"]), sizes or "-"])
     for label in ("NETC", "SNFH"):
         rows.append([label, f"{summary[label]['volume_ml']:.1f}", "", ""])
     doc.table(["region", "volume (mL)", "lesions (26-connected)", "lesion volumes (mL)"], rows)
     doc.heading("Image quality")
     doc.bullets([f"**warning:** {w}" for w in warnings] or ["no quality warning"])
-    doc.table(["modality", "estimated SNR", "through-plane sharpness ratio (hint)"],
-              [[m, f"{p['snr']:.1f}", f"{p['sharpness']:.2f}"] for m, p in proxies.items()])
+    doc.table(
+        ["modality", "estimated SNR", "through-plane sharpness ratio (hint)"],
+        [[m, f"{p['snr']:.1f}", f"{p['sharpness']:.2f}"] for m, p in proxies.items()],
+    )
     doc.heading("Uncertainty")
     if uncertainty is None or n_members < 2:
-        doc.paragraph("Not available: a single model was used (an ensemble of several models or folds gives "
-                      "an uncertainty score from their disagreement).")
+        doc.paragraph(
+            "Not available: a single model was used (an ensemble of several models or folds gives "
+            "an uncertainty score from their disagreement)."
+        )
     else:
         uncertainty_map = prediction.member_probabilities_variance.mean(axis=0).astype(np.float32)
-        save_nifti(uncertainty_map, out_dir / f"{case_id}_uncertainty.nii.gz", reference=data.reference, dtype=np.float32)
+        save_nifti(
+            uncertainty_map,
+            out_dir / f"{case_id}_uncertainty.nii.gz",
+            reference=data.reference,
+            dtype=np.float32,
+        )
         doc.paragraph(
             f"Ensemble of {n_members} members. Mean variance of the members' region probabilities around the tumour: "
             + ", ".join(f"{r} {v:.4f}" for r, v in uncertainty.items())

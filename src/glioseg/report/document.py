@@ -80,11 +80,15 @@ class Document:
             elif kind == "table":
                 header, rows = value
                 head = "".join(f"<th>{_inline(h)}</th>" for h in header)
-                rows_html = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rows)
+                rows_html = "".join(
+                    "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rows
+                )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>")
             elif kind == "image":
                 path, caption = value
-                body.append(f'<figure><img src="{esc(path)}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>')
+                body.append(
+                    f'<figure><img src="{esc(path)}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
+                )
             elif kind == "code":
                 body.append(f"<pre><code>{esc(value)}</code></pre>")
         style = (
@@ -93,8 +97,10 @@ class Document:
             "td:first-child,th:first-child{text-align:left}img{max-width:100%}pre{background:#f4f4f4;padding:1em;"
             "overflow-x:auto}figure{margin:1em 0}figcaption{color:#555;font-size:90%}"
         )
-        return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(self.title)}</title>"
-                f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+        return (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(self.title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+        )
 
     def write(self, markdown_path: Path, html_path: Path) -> None:
         write_text_atomic(markdown_path, self.markdown())

@@ -24,13 +24,24 @@ def _claims(arms_by_key: dict, cv_runs: dict) -> list[tuple[str, str, str]]:
     """(claim, baseline arm, compared arm) pairs, as the seed paper argues them."""
     claims = []
     for arch, name in (("nnunet", "nnU-Net"), ("mednext", "MedNeXt")):
-        claims.append((f"transfer beats training from scratch ({name})", f"{arch}-scratch", f"{arch}-ft-stratified"))
+        claims.append(
+            (f"transfer beats training from scratch ({name})", f"{arch}-scratch", f"{arch}-ft-stratified")
+        )
         claims.append((f"stratified folds help ({name})", f"{arch}-ft-random", f"{arch}-ft-stratified"))
     best = max(
         ("nnunet", "mednext"),
-        key=lambda a: np.mean([json.loads((cv_runs[f"{a}-ft-stratified"] / "cv_summary.json").read_text())["overall"][r]["lesionwise_dice"] for r in ORDER]),
+        key=lambda a: np.mean(
+            [
+                json.loads((cv_runs[f"{a}-ft-stratified"] / "cv_summary.json").read_text())["overall"][r][
+                    "lesionwise_dice"
+                ]
+                for r in ORDER
+            ]
+        ),
     )
-    claims.append((f"the ensemble beats the better single model by CV ({best})", f"{best}-ft-stratified", "ensemble"))
+    claims.append(
+        (f"the ensemble beats the better single model by CV ({best})", f"{best}-ft-stratified", "ensemble")
+    )
     claims.append(("post-processing helps", "ensemble", "ensemble-pp"))
     return claims
 
@@ -64,12 +75,20 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
     doc = Document("glioseg transfer experiment")
     kind = "synthetic" if all(synthetic.values()) else "mixed" if any(synthetic.values()) else "real"
     doc.paragraph(
-        f"Scale **{exp.scale.name}**, seed {exp.seed}. Cohorts: " + ", ".join(
+        f"Scale **{exp.scale.name}**, seed {exp.seed}. Cohorts: "
+        + ", ".join(
             f"{k} `{folders[k]}` ({'synthetic, glioseg synth' if synthetic[k] else 'user data'}, "
-            f"{len(discover_cases(folders[k]).cases)} cases)" for k in ("source", "target", "test")) + ". "
-        + ("**All numbers below are on synthetic phantoms and say nothing about real scans.**" if kind == "synthetic"
-           else "**Real and synthetic cohorts are mixed in this run; read the cohort list above.**" if kind == "mixed"
-           else "All cohorts are user-provided data.")
+            f"{len(discover_cases(folders[k]).cases)} cases)"
+            for k in ("source", "target", "test")
+        )
+        + ". "
+        + (
+            "**All numbers below are on synthetic phantoms and say nothing about real scans.**"
+            if kind == "synthetic"
+            else "**Real and synthetic cohorts are mixed in this run; read the cohort list above.**"
+            if kind == "mixed"
+            else "All cohorts are user-provided data."
+        )
     )
     doc.paragraph(
         f"Metric: BraTS lesion-wise Dice and HD95 (mm), definition `brats2024-ssa`, on the {len(scores[arms[0].key]['case_id'])} "
@@ -80,7 +99,11 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
     rows = []
     for arm in arms:
         s = scores[arm.key]
-        rows.append([arm.title] + [_fmt(s[f"{r}_dice"]) for r in ORDER] + [f"{np.mean(s[f'{r}_hd95']):.1f}" for r in ORDER])
+        rows.append(
+            [arm.title]
+            + [_fmt(s[f"{r}_dice"]) for r in ORDER]
+            + [f"{np.mean(s[f'{r}_hd95']):.1f}" for r in ORDER]
+        )
     doc.table(header, rows)
 
     doc.heading("Paired differences on the test cases")
@@ -97,14 +120,24 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
         for region in ORDER:
             d = paired_difference(scores[base][f"{region}_dice"], scores[new][f"{region}_dice"])
             diffs.append(d)
-            claim_rows.append([
-                claim, region, f"{d.mean_difference:+.3f}", f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]", f"{d.p_wilcoxon:.3f}",
-                "yes" if d.significant else "no",
-            ])
+            claim_rows.append(
+                [
+                    claim,
+                    region,
+                    f"{d.mean_difference:+.3f}",
+                    f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]",
+                    f"{d.p_wilcoxon:.3f}",
+                    "yes" if d.significant else "no",
+                ]
+            )
         verdict = _verdict(diffs)
         verdicts.append(f"{claim}: **{verdict}**")
-        comparisons[claim] = {"baseline": base, "compared": new, "verdict": verdict,
-                              "regions": {r: d.to_dict() for r, d in zip(ORDER, diffs, strict=True)}}
+        comparisons[claim] = {
+            "baseline": base,
+            "compared": new,
+            "verdict": verdict,
+            "regions": {r: d.to_dict() for r, d in zip(ORDER, diffs, strict=True)},
+        }
     doc.table(["claim", "region", "mean diff", "95 % CI", "Wilcoxon p", "significant"], claim_rows)
     doc.heading("What this run reproduces", 3)
     doc.bullets(verdicts)
@@ -124,8 +157,13 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
             f"{stats.get('random_cluster_chi2_median', float('nan')):.2f}."
         )
     weights = json.loads((out / "ensemble" / "weights.json").read_text())
-    doc.paragraph("Ensemble weights (proportional to CV lesion-wise Dice): " + "; ".join(
-        f"{m['name']}: " + ", ".join(f"{r} {m['weights'][r]:.2f}" for r in ORDER) for m in weights["models"]))
+    doc.paragraph(
+        "Ensemble weights (proportional to CV lesion-wise Dice): "
+        + "; ".join(
+            f"{m['name']}: " + ", ".join(f"{r} {m['weights'][r]:.2f}" for r in ORDER)
+            for m in weights["models"]
+        )
+    )
 
     doc.heading("Training curves")
     curves = [(f"pretrained-{a}", pretrained[a] / "training_curve.png") for a in pretrained]
@@ -146,9 +184,18 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
         data = load_case(cases[case_id])
         pred, _ = load_label(out / "test" / arms[-1].key / "predictions" / f"{case_id}.nii.gz")
         png = figures / f"case-{name}.png"
-        render_preview(data.image, data.affine, png, data.label, title=f"{case_id} ({name}): ground truth; last row prediction",
-                       compare_labels=pred, compare_title="prediction")
-        doc.image(f"figures/{png.name}", f"{name} test case {case_id}: mean lesion-wise Dice {per_case[index]:.3f}")
+        render_preview(
+            data.image,
+            data.affine,
+            png,
+            data.label,
+            title=f"{case_id} ({name}): ground truth; last row prediction",
+            compare_labels=pred,
+            compare_title="prediction",
+        )
+        doc.image(
+            f"figures/{png.name}", f"{name} test case {case_id}: mean lesion-wise Dice {per_case[index]:.3f}"
+        )
 
     doc.heading("Provenance")
     settings = exp.scale.to_dict()
@@ -156,21 +203,43 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
     versions = package_versions()
     import torch
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-    doc.paragraph(f"Machine: {platform.platform()}, {device}. Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    )
+    doc.paragraph(
+        f"Machine: {platform.platform()}, {device}. Packages: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + "."
+    )
     total = sum(v for k, v in exp.timings.items() if k != "total_this_run")
-    doc.paragraph("Time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in exp.timings.items() if k != "total_this_run")
-                  + f"; sum {total:.0f} s.")
+    doc.paragraph(
+        "Time per step (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in exp.timings.items() if k != "total_this_run")
+        + f"; sum {total:.0f} s."
+    )
     doc.paragraph("Equivalent commands, in order (the experiment ran them through the Python API):")
     doc.code("\n".join(exp.commands) + "\n")
     doc.write(out / "report.md", out / "report.html")
     from glioseg.data.io import write_text_atomic
 
-    write_text_atomic(out / "results.json", json.dumps({
-        "scale": exp.scale.name, "seed": exp.seed, "synthetic": synthetic, "arms": [
-            {"key": a.key, "title": a.title, "scores": scores[a.key]} for a in arms],
-        "comparisons": comparisons, "timings": exp.timings, "versions": versions,
-    }, indent=1) + "\n")
+    write_text_atomic(
+        out / "results.json",
+        json.dumps(
+            {
+                "scale": exp.scale.name,
+                "seed": exp.seed,
+                "synthetic": synthetic,
+                "arms": [{"key": a.key, "title": a.title, "scores": scores[a.key]} for a in arms],
+                "comparisons": comparisons,
+                "timings": exp.timings,
+                "versions": versions,
+            },
+            indent=1,
+        )
+        + "\n",
+    )
     return out / "report.md"
 
 

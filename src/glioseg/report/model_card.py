@@ -10,21 +10,42 @@ from glioseg.models.checkpoint import DISCLAIMER
 def card_text(card: ModelCard) -> str:
     """The model card as Markdown (for docs/models.md and ``glioseg models show``)."""
     doc = card.doc
-    lines = [f"## {card.name} {card.version}", "", f"**{doc.get('disclaimer', DISCLAIMER)}**", "",
-             doc.get("summary", ""), "", f"- intended use: {doc['intended_use']}",
-             f"- training data: {doc.get('training_data', '?')}", f"- architecture: {doc.get('architecture', '?')}",
-             f"- plan: {doc.get('plan', '?')}", f"- size: {card.size_mb:.1f} MB", f"- checksum (SHA-256): {card.checksum}"]
+    lines = [
+        f"## {card.name} {card.version}",
+        "",
+        f"**{doc.get('disclaimer', DISCLAIMER)}**",
+        "",
+        doc.get("summary", ""),
+        "",
+        f"- intended use: {doc['intended_use']}",
+        f"- training data: {doc.get('training_data', '?')}",
+        f"- architecture: {doc.get('architecture', '?')}",
+        f"- plan: {doc.get('plan', '?')}",
+        f"- size: {card.size_mb:.1f} MB",
+        f"- checksum (SHA-256): {card.checksum}",
+    ]
     for key in ("provenance", "retrain", "wall_time"):
         if doc.get(key):
             lines.append(f"- {key.replace('_', ' ')}: {doc[key]}")
     stages = (doc.get("results") or {}).get("stages") or {}
     if stages:
-        lines += ["", "Out-of-fold lesion-wise scores (brats2024-ssa) on the training cohort, mean ± SD (median):", "",
-                  "| stage | " + " | ".join(f"{r} Dice" for r in REGIONS) + " | " + " | ".join(f"{r} HD95 (mm)" for r in REGIONS)
-                  + " |", "|---" * (1 + 2 * len(REGIONS)) + "|"]
+        lines += [
+            "",
+            "Out-of-fold lesion-wise scores (brats2024-ssa) on the training cohort, mean ± SD (median):",
+            "",
+            "| stage | "
+            + " | ".join(f"{r} Dice" for r in REGIONS)
+            + " | "
+            + " | ".join(f"{r} HD95 (mm)" for r in REGIONS)
+            + " |",
+            "|---" * (1 + 2 * len(REGIONS)) + "|",
+        ]
         for stage, scores in stages.items():
-            dice = [f"{scores[r]['lesionwise_dice_mean']:.3f} ± {scores[r]['lesionwise_dice_sd']:.3f} "
-                    f"({scores[r]['lesionwise_dice_median']:.3f})" for r in REGIONS]
+            dice = [
+                f"{scores[r]['lesionwise_dice_mean']:.3f} ± {scores[r]['lesionwise_dice_sd']:.3f} "
+                f"({scores[r]['lesionwise_dice_median']:.3f})"
+                for r in REGIONS
+            ]
             hd = [f"{scores[r]['lesionwise_hd95_mean']:.1f}" for r in REGIONS]
             lines.append(f"| {stage} | " + " | ".join(dice + hd) + " |")
     for key in ("failure_modes", "notes"):

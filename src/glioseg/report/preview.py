@@ -110,18 +110,35 @@ def render_preview(
         vmax = float(np.percentile(brain, 99.5)) if brain.size else 1.0
         for c, plane in enumerate(_PLANES):
             ax = axes[r, c]
-            ax.imshow(_slice(vol, plane, centre), cmap="gray", vmin=0, vmax=vmax, origin="lower", aspect=aspect[plane])
+            ax.imshow(
+                _slice(vol, plane, centre),
+                cmap="gray",
+                vmin=0,
+                vmax=vmax,
+                origin="lower",
+                aspect=aspect[plane],
+            )
             if overlay is not None:
                 sl = _slice(overlay, plane, centre).astype(np.int16)
-                ax.imshow(np.ma.masked_equal(sl, 0), cmap=cmap, vmin=-0.5, vmax=3.5, alpha=0.45,
-                          origin="lower", aspect=aspect[plane], interpolation="nearest")
+                ax.imshow(
+                    np.ma.masked_equal(sl, 0),
+                    cmap=cmap,
+                    vmin=-0.5,
+                    vmax=3.5,
+                    alpha=0.45,
+                    origin="lower",
+                    aspect=aspect[plane],
+                    interpolation="nearest",
+                )
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(plane, color="white", fontsize=10)
             if c == 0:
                 ax.set_ylabel(name, color="white", fontsize=10)
-    handles = [matplotlib.patches.Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in sorted(LABEL_COLOURS)]
+    handles = [
+        matplotlib.patches.Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in sorted(LABEL_COLOURS)
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, labelcolor="white", fontsize=9)
     if title:
         fig.suptitle(title, color="white", fontsize=11)

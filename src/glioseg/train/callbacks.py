@@ -23,7 +23,9 @@ class SafeCheckpointIO(CheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         save_tree(checkpoint, path)
 
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return load_tree(path, map_location)
 
     def remove_checkpoint(self, path) -> None:
@@ -99,7 +101,11 @@ class EpochSummary(L.Callback):
         if "train_loss" in metrics:
             parts.append(f"loss {float(metrics['train_loss']):.4f}")
         if "val_dice_mean" in metrics:
-            dice = " ".join(f"{r} {float(metrics[f'val_dice_{r}']):.3f}" for r in ("WT", "TC", "ET") if f"val_dice_{r}" in metrics)
+            dice = " ".join(
+                f"{r} {float(metrics[f'val_dice_{r}']):.3f}"
+                for r in ("WT", "TC", "ET")
+                if f"val_dice_{r}" in metrics
+            )
             parts.append(f"val Dice {dice}")
         parts.append(f"lr {self._lr:.2e}")
         remaining = (trainer.max_epochs - trainer.current_epoch - 1) * float(np.mean(self._durations[-5:]))

@@ -56,7 +56,9 @@ def predict_out_of_fold(cv_dir: Path, data: Path, folds, tta: str = "flip", prin
         if not todo:
             continue
         group = find_members(cv_dir / f"fold_{k}")
-        report = predict_cases(todo, [group], oof, PredictOptions(tta=tta, save_probabilities=True), printer=printer)
+        report = predict_cases(
+            todo, [group], oof, PredictOptions(tta=tta, save_probabilities=True), printer=printer
+        )
         if report.failed:
             raise InputError(report.failed[0][0], f"out-of-fold prediction failed: {report.failed[0][1]}")
     return oof
@@ -68,7 +70,9 @@ def summarize_cross_validation(cv_dir: Path, data: Path, folds, definition: str 
 
     run = evaluate(cv_dir / "oof", data, definition=definition)
     if run.failures:
-        raise InputError(run.failures[0].case_id, f"could not score out-of-fold prediction: {run.failures[0].message}")
+        raise InputError(
+            run.failures[0].case_id, f"could not score out-of-fold prediction: {run.failures[0].message}"
+        )
     write_outputs(run, cv_dir / "cv")
     by_case = {r.case_id: r for r in run.results}
 
@@ -77,7 +81,11 @@ def summarize_cross_validation(cv_dir: Path, data: Path, folds, definition: str 
         for region in REGIONS:
             dice = [r.regions[region].lesionwise_dice for r in results]
             hd = [r.regions[region].lesionwise_hd95 for r in results]
-            out[region] = {"lesionwise_dice": float(np.mean(dice)), "lesionwise_hd95": float(np.mean(hd)), "n": len(results)}
+            out[region] = {
+                "lesionwise_dice": float(np.mean(dice)),
+                "lesionwise_hd95": float(np.mean(hd)),
+                "n": len(results),
+            }
         return out
 
     summary = {
@@ -101,6 +109,8 @@ def cross_validate(options: TrainOptions, tta: str = "flip", printer=print) -> d
     predict_out_of_fold(cv_dir, Path(options.data), folds, tta, printer)
     summary = summarize_cross_validation(cv_dir, Path(options.data), folds)
     overall = summary["overall"]
-    printer("cross-validation (out-of-fold, lesion-wise Dice): " + ", ".join(
-        f"{r} {overall[r]['lesionwise_dice']:.3f}" for r in REGIONS))
+    printer(
+        "cross-validation (out-of-fold, lesion-wise Dice): "
+        + ", ".join(f"{r} {overall[r]['lesionwise_dice']:.3f}" for r in REGIONS)
+    )
     return summary

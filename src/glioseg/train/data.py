@@ -50,7 +50,10 @@ def patch_start(
 
 
 def normalised_low_quality(
-    image: np.ndarray, spacing: float, rng: np.random.Generator, profile: LowQualityProfile = LowQualityProfile()
+    image: np.ndarray,
+    spacing: float,
+    rng: np.random.Generator,
+    profile: LowQualityProfile = LowQualityProfile(),
 ) -> np.ndarray:
     """Apply the synthetic ``ssa`` degradation to a z-scored patch ``(C, X, Y, Z)``.
 
@@ -97,12 +100,18 @@ def nnunet_augmentation(patch_size: Sequence[int]):
                 spatial_size=tuple(patch_size),
             ),
             RandGaussianNoised(keys="image", prob=0.1, std=0.1),
-            RandGaussianSmoothd(keys="image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+            RandGaussianSmoothd(
+                keys="image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)
+            ),
             RandScaleIntensityd(keys="image", factors=0.25, prob=0.15),
             RandScaleIntensityFixedMeand(keys="image", factors=0.25, prob=0.15),
             RandSimulateLowResolutiond(keys="image", prob=0.25, zoom_range=(0.5, 1.0)),
-            RandAdjustContrastd(keys="image", prob=0.1, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
-            RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5), invert_image=False, retain_stats=True),
+            RandAdjustContrastd(
+                keys="image", prob=0.1, gamma=(0.7, 1.5), invert_image=True, retain_stats=True
+            ),
+            RandAdjustContrastd(
+                keys="image", prob=0.3, gamma=(0.7, 1.5), invert_image=False, retain_stats=True
+            ),
             RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=0),
             RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1),
             RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=2),
@@ -183,7 +192,9 @@ class PatchDataset(Dataset):
 
             set_track_meta(False)
             self.transforms.set_random_state(seed=int(rng.integers(2**31 - 1)))
-            sample = self.transforms({"image": torch.from_numpy(img), "label": torch.from_numpy(lab[None].astype(np.float32))})
+            sample = self.transforms(
+                {"image": torch.from_numpy(img), "label": torch.from_numpy(lab[None].astype(np.float32))}
+            )
             img = np.asarray(sample["image"], dtype=np.float32)
             lab = np.rint(np.asarray(sample["label"])[0]).astype(np.uint8)
         target = labels_to_regions(lab).astype(np.float32)

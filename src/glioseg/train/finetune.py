@@ -29,10 +29,14 @@ FINETUNE_WARMUP_FRACTION = 0.05
 
 
 def is_nnunet_result(path: Path) -> bool:
-    return path.suffix == ".pth" or (path.is_dir() and ((path / "plans.json").exists() or any(path.glob("*/plans.json"))))
+    return path.suffix == ".pth" or (
+        path.is_dir() and ((path / "plans.json").exists() or any(path.glob("*/plans.json")))
+    )
 
 
-def load_pretrained(source: str | Path, fold: int | str = 0) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_pretrained(
+    source: str | Path, fold: int | str = 0
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Weights and description (``plan``, ``model_config``) of a pre-trained start."""
     from glioseg.models.checkpoint import read_model_files
 
@@ -47,11 +51,15 @@ def load_pretrained(source: str | Path, fold: int | str = 0) -> tuple[dict[str, 
     if path.is_dir() and not (path / "model.safetensors").exists():
         folds = sorted(path.glob("fold_*/model.safetensors"))
         if folds:
-            raise InputError(path, f"is a cross-validation folder; pass one of its folds, e.g. {folds[0].parent}")
+            raise InputError(
+                path, f"is a cross-validation folder; pass one of its folds, e.g. {folds[0].parent}"
+            )
     return read_model_files(path)
 
 
-def transfer_plan(info: dict[str, Any], model: str | None, batch_size: int | None) -> tuple[Plan, ModelConfig, bool]:
+def transfer_plan(
+    info: dict[str, Any], model: str | None, batch_size: int | None
+) -> tuple[Plan, ModelConfig, bool]:
     """The plan to fine-tune with, the target model configuration and whether UpKern is needed."""
     if "plan" not in info or "model_config" not in info:
         raise ConfigError("the pre-trained model's description has no plan or model configuration")
@@ -60,7 +68,9 @@ def transfer_plan(info: dict[str, Any], model: str | None, batch_size: int | Non
     target = source
     upkern = False
     if model and model != plan.model:
-        same_family = model.startswith("mednext") and plan.model.startswith("mednext") and model[:-1] == plan.model[:-1]
+        same_family = (
+            model.startswith("mednext") and plan.model.startswith("mednext") and model[:-1] == plan.model[:-1]
+        )
         if not same_family:
             raise ConfigError(
                 f"fine-tuning keeps the pre-trained architecture ({plan.model}); omit --model or pass --model "
@@ -76,7 +86,11 @@ def transfer_plan(info: dict[str, Any], model: str | None, batch_size: int | Non
 
 
 def initial_state_for(
-    state: dict[str, torch.Tensor], info: dict[str, Any], target: ModelConfig, network: torch.nn.Module, upkern: bool
+    state: dict[str, torch.Tensor],
+    info: dict[str, Any],
+    target: ModelConfig,
+    network: torch.nn.Module,
+    upkern: bool,
 ) -> list[str]:
     """Load pre-trained weights into ``network`` (UpKern first if needed); return reinitialised names."""
     from glioseg.models.transfer import transfer_state_dict, upkern_state_dict

@@ -29,7 +29,9 @@ class RegionDiceBCELoss(nn.Module):
         super().__init__()
         from monai.losses import DiceLoss
 
-        self.dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth, smooth_dr=smooth, include_background=True)
+        self.dice = DiceLoss(
+            sigmoid=True, batch=True, smooth_nr=smooth, smooth_dr=smooth, include_background=True
+        )
         self.bce = nn.BCEWithLogitsLoss()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -60,7 +62,9 @@ def downsample_target(target: torch.Tensor, shape: Sequence[int]) -> torch.Tenso
     return F.interpolate(target, size=tuple(shape), mode="nearest-exact")
 
 
-def mirror_consistency(logits: torch.Tensor, mirrored_logits: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+def mirror_consistency(
+    logits: torch.Tensor, mirrored_logits: torch.Tensor, axes: Sequence[int]
+) -> torch.Tensor:
     """Mean squared difference of region probabilities under mirroring.
 
     Parameters

@@ -65,7 +65,10 @@ def paired_crop(
     sides = [max(step, int(fraction * size) // step * step) for size in patch]
     if sides == list(patch):
         return None
-    starts = [int(torch.randint(0, size - side + 1, (1,), generator=generator)) for size, side in zip(patch, sides, strict=True)]
+    starts = [
+        int(torch.randint(0, size - side + 1, (1,), generator=generator))
+        for size, side in zip(patch, sides, strict=True)
+    ]
     return (slice(None), slice(None), *(slice(a, a + side) for a, side in zip(starts, sides, strict=True)))
 
 

@@ -71,7 +71,9 @@ def header_fingerprint(cases: list[Case]) -> Fingerprint:
     )
 
 
-def add_preprocessed_statistics(fingerprint: Fingerprint, infos: list, images: list, labels: list) -> Fingerprint:
+def add_preprocessed_statistics(
+    fingerprint: Fingerprint, infos: list, images: list, labels: list
+) -> Fingerprint:
     """Complete a header fingerprint with cropped shapes, foreground intensities and tumour volumes.
 
     ``images``/``labels`` are the preprocessed arrays (z-scored images; statistics of the raw
@@ -81,7 +83,10 @@ def add_preprocessed_statistics(fingerprint: Fingerprint, infos: list, images: l
     raw_means = np.asarray([info.channel_mean for info in infos])
     raw_stds = np.asarray([info.channel_std for info in infos])
     fingerprint.intensity = {
-        m: {"median_brain_mean": float(np.median(raw_means[:, i])), "median_brain_std": float(np.median(raw_stds[:, i]))}
+        m: {
+            "median_brain_mean": float(np.median(raw_means[:, i])),
+            "median_brain_std": float(np.median(raw_stds[:, i])),
+        }
         for i, m in enumerate(MODALITIES)
     }
     volumes = {r: [] for r in REGIONS}
@@ -94,7 +99,9 @@ def add_preprocessed_statistics(fingerprint: Fingerprint, infos: list, images: l
         volumes["TC"].append(np.count_nonzero((lab == 1) | (lab == 3)) * voxel_ml)
         volumes["ET"].append(np.count_nonzero(lab == 3) * voxel_ml)
     fingerprint.tumour_volume_ml = {
-        r: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v))} for r, v in volumes.items() if v
+        r: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+        for r, v in volumes.items()
+        if v
     }
     return fingerprint
 

@@ -41,7 +41,9 @@ class Recipe:
     low_quality_augment: float = 0.0  # probability per sample of the ssa degradation
     freeze_encoder_epochs: int = 0
     mirror_consistency: float = 0.0  # weight of glioseg.train.loss.mirror_consistency (0: off)
-    consistency_crop: float = 1.0  # side of the mirrored copy as a fraction of the patch (< 1: a random sub-box)
+    consistency_crop: float = (
+        1.0  # side of the mirrored copy as a fraction of the patch (< 1: a random sub-box)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +71,11 @@ def recipe_for(model_name: str) -> Recipe:
 def build_optimizer(recipe: Recipe, parameters) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
-            parameters, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay
+            parameters,
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
         )
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=recipe.lr, eps=recipe.eps, weight_decay=recipe.weight_decay)

@@ -81,7 +81,9 @@ def fp16_deviation(member_dir: Path, half_dir: Path, case_dir: Path) -> float:
     return float(np.abs(full - half).max())
 
 
-def _export_member(member_dir: Path, target: Path, check_case: Path, printer: Callable[[str], None]) -> dict[str, Any]:
+def _export_member(
+    member_dir: Path, target: Path, check_case: Path, printer: Callable[[str], None]
+) -> dict[str, Any]:
     """Write ``target/model.{safetensors,json}`` in float16 when that is within tolerance, else float32."""
     (member,) = find_members(member_dir).members
     network = member.load("cpu")
@@ -93,7 +95,9 @@ def _export_member(member_dir: Path, target: Path, check_case: Path, printer: Ca
     deviation = fp16_deviation(member_dir, target, check_case)
     if deviation > FP16_TOLERANCE:
         save_model(state, {**info, "weights_dtype": "float32", "fp16_deviation": deviation}, target / "model")
-        printer(f"{member_dir}: float16 changes probabilities by {deviation:.2e} > {FP16_TOLERANCE:g}; kept float32")
+        printer(
+            f"{member_dir}: float16 changes probabilities by {deviation:.2e} > {FP16_TOLERANCE:g}; kept float32"
+        )
     else:
         printer(f"{member_dir}: float16 (largest probability change {deviation:.1e} on {check_case.name})")
     return {"member": target.name, "fp16_max_probability_change": deviation}
@@ -120,8 +124,12 @@ def package_release(
     work, data, dest_root = Path(work), Path(data), Path(dest_root)
     groups = [g for g in GROUPS if (work / g / "cv_summary.json").exists()]
     if not groups:
-        raise InputError(work, f"no finished cross-validation ({' or '.join(f'{g}/cv_summary.json' for g in GROUPS)})")
-    weights_doc = read_json(work / "weights.json", "ensemble weights") if (work / "weights.json").exists() else None
+        raise InputError(
+            work, f"no finished cross-validation ({' or '.join(f'{g}/cv_summary.json' for g in GROUPS)})"
+        )
+    weights_doc = (
+        read_json(work / "weights.json", "ensemble weights") if (work / "weights.json").exists() else None
+    )
     weights = {e["name"]: e["weights"] for e in (weights_doc or {}).get("models", [])}
     cases = discover_cases(data).by_id()
     results: dict[str, Any] = {"definition": "brats2024-ssa", "cases": len(cases), "stages": {}}
@@ -132,8 +140,14 @@ def package_release(
         for group in groups:
             folds = read_json(work / "splits.json", "splits")
             for k, fold in enumerate(folds):
-                fp16.append(_export_member(work / group / f"fold_{k}", staging / group / f"fold_{k}",
-                                           cases[fold["val"][0]].folder, printer))
+                fp16.append(
+                    _export_member(
+                        work / group / f"fold_{k}",
+                        staging / group / f"fold_{k}",
+                        cases[fold["val"][0]].folder,
+                        printer,
+                    )
+                )
             results["stages"][group] = _scores(work / group / "oof", data)
         has_ensemble = len(groups) > 1 and (work / "oof-ensemble").is_dir()
         if has_ensemble:
@@ -147,15 +161,18 @@ def package_release(
                 report = apply_to_files(source, PostprocessConfig.load(work / "pp.json"), tmp, data)
                 if report.failed:
                     raise InputError(work / "pp.json", f"post-processing failed: {report.failed[0]}")
-                results["stages"]["ensemble+postprocess" if has_ensemble else f"{groups[0]}+postprocess"] = _scores(
-                    Path(tmp), data)
+                results["stages"]["ensemble+postprocess" if has_ensemble else f"{groups[0]}+postprocess"] = (
+                    _scores(Path(tmp), data)
+                )
         results["fp16"] = fp16
         doc = {
             **card,
             "name": name,
             "disclaimer": card.get("disclaimer", DISCLAIMER),
             "synthetic": False,
-            "groups": [{"name": g, "path": g, "weights": weights.get(g) if has_ensemble else None} for g in groups],
+            "groups": [
+                {"name": g, "path": g, "weights": weights.get(g) if has_ensemble else None} for g in groups
+            ],
             "postprocess": postprocess,
             "results": results,
         }

@@ -84,11 +84,15 @@ def _labelled_cases(root: Path) -> list[Case]:
         raise InputError(first.path, f"{first.problem}{more}; fix or remove the case before training")
     labelled = [c for c in found.cases if c.label is not None]
     if not labelled:
-        raise InputError(root, f"no labelled case among {len(found.cases)} found (training needs <ID>-seg.nii.gz files)")
+        raise InputError(
+            root, f"no labelled case among {len(found.cases)} found (training needs <ID>-seg.nii.gz files)"
+        )
     return labelled
 
 
-def resolve_split(cases: list[Case], splits: str | None, fold: str | None, val_fraction: float, seed: int) -> tuple[list[str], list[str], str]:
+def resolve_split(
+    cases: list[Case], splits: str | None, fold: str | None, val_fraction: float, seed: int
+) -> tuple[list[str], list[str], str]:
     """Training and validation case IDs, and a description of where they came from."""
     ids = [c.case_id for c in cases]
     if splits is not None:
@@ -97,20 +101,28 @@ def resolve_split(cases: list[Case], splits: str | None, fold: str | None, val_f
         if fold is None:
             raise ConfigError("--splits needs --fold (a fold number, or 'all' for fine-tuning every fold)")
         if fold == "all":
-            raise ConfigError("--fold all is cross-validation: run it through glioseg.train.crossval.cross_validate")
+            raise ConfigError(
+                "--fold all is cross-validation: run it through glioseg.train.crossval.cross_validate"
+            )
         k = int(fold)
         if not 0 <= k < len(folds):
             raise ConfigError(f"--fold {k} does not exist in {path} ({len(folds)} folds)")
         train, val = list(folds[k]["train"]), list(folds[k]["val"])
         missing = sorted(set(train + val) - set(ids))
         if missing:
-            raise InputError(path, f"fold {k} names {len(missing)} case(s) not labelled in the data, e.g. {missing[0]}")
+            raise InputError(
+                path, f"fold {k} names {len(missing)} case(s) not labelled in the data, e.g. {missing[0]}"
+            )
         return train, val, f"{path.name} fold {k}"
     if len(ids) >= 5 and val_fraction > 0:
         rng = np.random.default_rng(seed)
         order = [ids[i] for i in rng.permutation(len(ids))]
         n_val = max(1, int(round(val_fraction * len(ids))))
-        return sorted(order[n_val:]), sorted(order[:n_val]), f"random hold-out of {n_val} case(s), seed {seed}"
+        return (
+            sorted(order[n_val:]),
+            sorted(order[:n_val]),
+            f"random hold-out of {n_val} case(s), seed {seed}",
+        )
     return ids, ids[: min(2, len(ids))], "no hold-out (fewer than 5 cases): validation on training cases"
 
 
@@ -137,7 +149,11 @@ def _finetune_recipe(base: Recipe, options: TrainOptions) -> Recipe:
     from glioseg.train.finetune import FINETUNE_EPOCHS, FINETUNE_LR_FACTOR, FINETUNE_WARMUP_FRACTION
 
     epochs = options.epochs or FINETUNE_EPOCHS
-    warmup = options.warmup_epochs if options.warmup_epochs is not None else max(1, round(FINETUNE_WARMUP_FRACTION * epochs))
+    warmup = (
+        options.warmup_epochs
+        if options.warmup_epochs is not None
+        else max(1, round(FINETUNE_WARMUP_FRACTION * epochs))
+    )
     return base.with_(epochs=epochs, lr=options.lr or base.lr * FINETUNE_LR_FACTOR, warmup_epochs=warmup)
 
 
@@ -161,7 +177,9 @@ def prepare(options: TrainOptions, printer=print) -> Prepared:
             raise ConfigError(f"fine-tuning keeps the pre-trained patch {pre_plan.patch_size}; omit --patch")
         pretrained = (state, info, target_config, upkern)
     cases = _labelled_cases(data)
-    train_ids, val_ids, split_note = resolve_split(cases, options.splits, options.fold, options.val_fraction, options.seed)
+    train_ids, val_ids, split_note = resolve_split(
+        cases, options.splits, options.fold, options.val_fraction, options.seed
+    )
     by_id = {c.case_id: c for c in cases}
     used = [by_id[i] for i in sorted(set(train_ids) | set(val_ids))]
     fingerprint = header_fingerprint([by_id[i] for i in train_ids])
@@ -186,7 +204,9 @@ def prepare(options: TrainOptions, printer=print) -> Prepared:
     if pretrained:
         recipe = _finetune_recipe(recipe, options)
         spacing = tuple(pre_plan.target_spacing)
-        estimate = estimate_training_memory(pretrained[2], tuple(pre_plan.patch_size), pre_plan.batch_size).total_gib
+        estimate = estimate_training_memory(
+            pretrained[2], tuple(pre_plan.patch_size), pre_plan.batch_size
+        ).total_gib
         budget = options.memory_budget_gib
         if budget is not None and estimate > budget:
             raise ConfigError(
@@ -196,8 +216,15 @@ def prepare(options: TrainOptions, printer=print) -> Prepared:
     else:
         spacing = tuple(options.spacing) if options.spacing else tuple(fingerprint.median_spacing)
         if options.patch:  # a given patch is checked against the memory budget before any preprocessing
-            make_plan(fingerprint, options.model, spacing, tuple(options.patch), options.batch_size or 2,
-                      options.base_features, memory_budget_gib=options.memory_budget_gib)
+            make_plan(
+                fingerprint,
+                options.model,
+                spacing,
+                tuple(options.patch),
+                options.batch_size or 2,
+                options.base_features,
+                memory_budget_gib=options.memory_budget_gib,
+            )
     cache = PreprocessedCache(options.cache or out / "preprocessed", spacing)
     infos, labels = [], []
     empty = []
@@ -219,8 +246,15 @@ def prepare(options: TrainOptions, printer=print) -> Prepared:
     if pretrained:
         plan = pre_plan
     else:
-        plan = make_plan(fingerprint, options.model, spacing, tuple(options.patch) if options.patch else None,
-                         options.batch_size or 2, options.base_features, memory_budget_gib=options.memory_budget_gib)
+        plan = make_plan(
+            fingerprint,
+            options.model,
+            spacing,
+            tuple(options.patch) if options.patch else None,
+            options.batch_size or 2,
+            options.base_features,
+            memory_budget_gib=options.memory_budget_gib,
+        )
     for case in used:
         shape = cache.info(case.case_id).shape
         if any(p > s for p, s in zip(plan.patch_size, shape, strict=True)):
@@ -252,8 +286,18 @@ def train(options: TrainOptions, printer=print, extra_callbacks: list | None = N
         "disclaimer": DISCLAIMER,
     }
     write_text_atomic(run_json, json.dumps(record, indent=1) + "\n")
-    return _fit(out, prepared.plan, prepared.recipe, prepared.split, prepared.cache, options, prepared.pretrained,
-                None, printer, extra_callbacks)
+    return _fit(
+        out,
+        prepared.plan,
+        prepared.recipe,
+        prepared.split,
+        prepared.cache,
+        options,
+        prepared.pretrained,
+        None,
+        printer,
+        extra_callbacks,
+    )
 
 
 def _pretrained_note(pretrained, options: TrainOptions) -> dict[str, Any]:
@@ -267,7 +311,9 @@ def _pretrained_note(pretrained, options: TrainOptions) -> dict[str, Any]:
     }
 
 
-def resume(out: str | Path, printer=print, extra_callbacks: list | None = None, devices: int | None = None) -> RunResult:
+def resume(
+    out: str | Path, printer=print, extra_callbacks: list | None = None, devices: int | None = None
+) -> RunResult:
     """Continue a killed run from ``RUN/checkpoints/last.safetensors`` with its stored options."""
     out = Path(out)
     run_json = out / "run.json"
@@ -286,10 +332,23 @@ def resume(out: str | Path, printer=print, extra_callbacks: list | None = None, 
             raise InputError(cache.folder, f"preprocessed case {case_id} is missing; start a new run instead")
     if (out / "model.json").exists() and not last.exists():
         raise InputError(out, "this run already finished")
-    return _fit(out, plan, recipe, record["split"], cache, options, None, last if last.exists() else None, printer, extra_callbacks)
+    return _fit(
+        out,
+        plan,
+        recipe,
+        record["split"],
+        cache,
+        options,
+        None,
+        last if last.exists() else None,
+        printer,
+        extra_callbacks,
+    )
 
 
-def _fit(out, plan, recipe, split, cache, options, pretrained, ckpt_path, printer, extra_callbacks) -> RunResult:
+def _fit(
+    out, plan, recipe, split, cache, options, pretrained, ckpt_path, printer, extra_callbacks
+) -> RunResult:
     import logging
     import warnings
 
@@ -325,7 +384,11 @@ def _fit(out, plan, recipe, split, cache, options, pretrained, ckpt_path, printe
         printer(
             f"pre-trained weights loaded{' (UpKern k3 -> k5)' if upkern else ''}; "
             f"{len(reinitialised)} tensor(s) keep a fresh initialisation"
-            + (f": {', '.join(reinitialised[:4])}{' ...' if len(reinitialised) > 4 else ''}" if reinitialised else "")
+            + (
+                f": {', '.join(reinitialised[:4])}{' ...' if len(reinitialised) > 4 else ''}"
+                if reinitialised
+                else ""
+            )
         )
     dataset = PatchDataset(
         cache,
@@ -351,7 +414,13 @@ def _fit(out, plan, recipe, split, cache, options, pretrained, ckpt_path, printe
         drop_last=True,
     )
     val_loader = DataLoader(CaseDataset(cache, split["val"]), batch_size=1, num_workers=0)
-    callbacks = [SaveLast(out / "checkpoints" / "last.safetensors"), DataEpoch(dataset), RandomState(), EpochSummary(printer), TrainingCurve(out / "logs", out / "training_curve.png")]
+    callbacks = [
+        SaveLast(out / "checkpoints" / "last.safetensors"),
+        DataEpoch(dataset),
+        RandomState(),
+        EpochSummary(printer),
+        TrainingCurve(out / "logs", out / "training_curve.png"),
+    ]
     if options.progress_bar:
         callbacks.append(TQDMProgressBar())
     callbacks += list(extra_callbacks or [])
@@ -363,7 +432,10 @@ def _fit(out, plan, recipe, split, cache, options, pretrained, ckpt_path, printe
         num_nodes=options.num_nodes,
         strategy="ddp" if world > 1 else "auto",
         precision=options.precision or _default_precision(options.accelerator),
-        logger=[CSVLogger(out, name="logs", version="csv"), TensorBoardLogger(out, name="logs", version="tensorboard")],
+        logger=[
+            CSVLogger(out, name="logs", version="csv"),
+            TensorBoardLogger(out, name="logs", version="tensorboard"),
+        ],
         callbacks=callbacks,
         plugins=[SafeCheckpointIO()],
         check_val_every_n_epoch=recipe.val_every,
@@ -380,7 +452,9 @@ def _fit(out, plan, recipe, split, cache, options, pretrained, ckpt_path, printe
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     if trainer.interrupted:
         raise KeyboardInterrupt
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_") or k == "train_loss"}
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_") or k == "train_loss"
+    }
     if trainer.global_rank == 0:
         plot_training_curve(out / "logs", out / "training_curve.png")
         info = {

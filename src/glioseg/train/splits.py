@@ -69,7 +69,11 @@ def load_splits(path: str | Path) -> list[dict[str, list[str]]]:
     """Folds of a splits file (nnU-Net's splits_final.json shape); :class:`InputError` names the file."""
     p = Path(path)
     folds = read_json(p, "splits file")
-    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) and "train" in f and "val" in f for f in folds):
+    if (
+        not isinstance(folds, list)
+        or not folds
+        or not all(isinstance(f, dict) and "train" in f and "val" in f for f in folds)
+    ):
         raise InputError(p, 'expected a list of {"train": [...], "val": [...]} (nnU-Net splits_final.json)')
     return folds
 
@@ -120,7 +124,9 @@ class ClusterModel:
         missing = [name for name in self.features if name not in frame.columns]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise InputError(source, f"feature table lacks {len(missing)} column(s) the cluster model needs: {shown}")
+            raise InputError(
+                source, f"feature table lacks {len(missing)} column(s) the cluster model needs: {shown}"
+            )
         return _matrix(frame, self.features)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -177,7 +183,9 @@ class ClusterModel:
         if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
             raise InputError(p, f"not a glioseg cluster model (expected format {MODEL_FORMAT!r})")
         if d.get("version") != MODEL_VERSION:
-            raise InputError(p, f"cluster model version {d.get('version')} is not supported (expected {MODEL_VERSION})")
+            raise InputError(
+                p, f"cluster model version {d.get('version')} is not supported (expected {MODEL_VERSION})"
+            )
         try:
             model = cls(
                 features=[str(n) for n in d["features"]],
@@ -196,7 +204,11 @@ class ClusterModel:
             raise InputError(p, f"incomplete cluster model ({type(exc).__name__}: {exc})") from None
         n = len(model.features)
         shapes_ok = (
-            model.impute.shape == model.scaler_mean.shape == model.scaler_scale.shape == model.pca_mean.shape == (n,)
+            model.impute.shape
+            == model.scaler_mean.shape
+            == model.scaler_scale.shape
+            == model.pca_mean.shape
+            == (n,)
             and model.pca_components.ndim == 2
             and model.pca_components.shape[1] == n
             and model.centres.ndim == 2
@@ -424,8 +436,13 @@ def make_folds(
             # "The least populated class in y has only m members": such groups cannot be in every
             # fold, which the balance report shows; it is not an error.
             warnings.simplefilter("ignore", UserWarning)
-            splitter = list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(sorted_ids, y))
-    return [{"train": sorted(sorted_ids[tr].tolist()), "val": sorted(sorted_ids[va].tolist())} for tr, va in splitter]
+            splitter = list(
+                StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(sorted_ids, y)
+            )
+    return [
+        {"train": sorted(sorted_ids[tr].tolist()), "val": sorted(sorted_ids[va].tolist())}
+        for tr, va in splitter
+    ]
 
 
 def validation_fold(splits: list[dict], case_ids: list[str]) -> np.ndarray:
@@ -468,7 +485,8 @@ def random_split_chi2(
 ) -> np.ndarray:
     """:func:`balance_chi2` of random (``KFold``) splits, one per seed: the reference distribution."""
     return np.asarray(
-        [balance_chi2(make_folds(case_ids, n_folds, "random", s), case_ids, groups) for s in seeds], dtype=np.float64
+        [balance_chi2(make_folds(case_ids, n_folds, "random", s), case_ids, groups) for s in seeds],
+        dtype=np.float64,
     )
 
 
@@ -595,7 +613,9 @@ def split_cohort(
         bins = np.zeros(len(ids), dtype=np.int64)
     groups = {"radiomics": clusters, "volume": bins, "random": None}[strategy]
     splits = make_folds(ids, n_folds, strategy, seed, groups)
-    per_case = pd.DataFrame({"case_id": ids, "cluster": clusters, "volume_bin": bins, "fold": validation_fold(splits, ids)})
+    per_case = pd.DataFrame(
+        {"case_id": ids, "cluster": clusters, "volume_bin": bins, "fold": validation_fold(splits, ids)}
+    )
     for name in (VOLUME_COLUMN, QUALITY_COLUMN, "quality_sharpness"):
         if name in frame:
             per_case[name] = frame[name].to_numpy()

@@ -85,7 +85,9 @@ def zscore_in_brain(image: np.ndarray, brain: np.ndarray | None = None) -> np.nd
     img = np.asarray(image)
     mask = brain_mask(img) if brain is None else np.asarray(brain, dtype=bool)
     mean, std = _brain_statistics(img, mask)
-    return ((img.astype(np.float32) - mean[:, None, None, None]) / std[:, None, None, None]).astype(np.float32)
+    return ((img.astype(np.float32) - mean[:, None, None, None]) / std[:, None, None, None]).astype(
+        np.float32
+    )
 
 
 def case_features(
@@ -207,7 +209,9 @@ def _case_labels(case: Case, truth: np.ndarray | None, labels_dir: Path | None, 
     if source == "truth":
         raise InputError(case.folder, f"case {case.case_id} has no ground-truth segmentation")
     if labels_dir is None:
-        raise InputError(case.folder, f"case {case.case_id} has no segmentation; give a label folder (--labels)")
+        raise InputError(
+            case.folder, f"case {case.case_id} has no segmentation; give a label folder (--labels)"
+        )
     path = find_label_file(labels_dir, case.case_id)
     if path is None:
         raise InputError(labels_dir, f"no label map for case {case.case_id}")
@@ -279,4 +283,3 @@ def cohort_features(
         else:
             result.rows.append(row)
     return result
-

@@ -41,7 +41,14 @@ DIRECTIONS_3D: tuple[tuple[int, int, int], ...] = (
 )
 
 #: Feature names, in output order.
-GLCM_FEATURES: tuple[str, ...] = ("contrast", "dissimilarity", "homogeneity", "correlation", "energy", "entropy")
+GLCM_FEATURES: tuple[str, ...] = (
+    "contrast",
+    "dissimilarity",
+    "homogeneity",
+    "correlation",
+    "energy",
+    "entropy",
+)
 
 
 def quantise(image: np.ndarray, mask: np.ndarray, n_levels: int = DEFAULT_LEVELS) -> np.ndarray:
@@ -140,7 +147,9 @@ def glcm_properties(counts: np.ndarray) -> dict[str, float]:
         return {name: math.nan for name in GLCM_FEATURES}
     p = c / total
     n = p.shape[0]
-    i, j = np.meshgrid(np.arange(1, n + 1, dtype=np.float64), np.arange(1, n + 1, dtype=np.float64), indexing="ij")
+    i, j = np.meshgrid(
+        np.arange(1, n + 1, dtype=np.float64), np.arange(1, n + 1, dtype=np.float64), indexing="ij"
+    )
     diff = i - j
     mu_i, mu_j = float((i * p).sum()), float((j * p).sum())
     var_i = float(((i - mu_i) ** 2 * p).sum())

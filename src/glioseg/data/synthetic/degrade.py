@@ -20,7 +20,9 @@ from scipy.ndimage import uniform_filter1d
 def smooth_field(shape: tuple[int, ...], rng: np.random.Generator, control_points: int = 4) -> np.ndarray:
     """Zero-mean, unit-std smooth random field of ``shape`` (trilinear upsampling of a coarse random grid)."""
     coarse = rng.standard_normal((1, 1, *(control_points,) * len(shape))).astype(np.float32)
-    up = F.interpolate(torch.from_numpy(coarse), size=tuple(shape), mode="trilinear", align_corners=True)[0, 0].numpy()
+    up = F.interpolate(torch.from_numpy(coarse), size=tuple(shape), mode="trilinear", align_corners=True)[
+        0, 0
+    ].numpy()
     up -= up.mean()
     return up / max(float(up.std()), 1e-6)
 

@@ -158,7 +158,10 @@ def _choose_lesions(
         for _ in range(50):
             idx = candidates[rng.integers(len(candidates))]
             c = coarse_affine[:3, :3] @ idx + coarse_affine[:3, 3]
-            if all(np.linalg.norm(c - np.asarray(o.centre_mm)) > o.mean_radius + o.edema_margin_mm + 2 * r + 10 for o in lesions):
+            if all(
+                np.linalg.norm(c - np.asarray(o.centre_mm)) > o.mean_radius + o.edema_margin_mm + 2 * r + 10
+                for o in lesions
+            ):
                 break
         radii = r * rng.uniform(0.75, 1.25, size=3)
         rim = float(rng.uniform(*profile.rim_mm)) if enhancing else 0.0
@@ -228,7 +231,9 @@ def _synthesise_contrasts(
         sigma = max(0.6 / spacing, 0.3)
         for name, value in _TUMOUR_CLASSES.items():
             soft[name] = _soft(sub == value, sigma)
-        hetero = gaussian_filter(rng.standard_normal(sub.shape).astype(np.float32), sigma=max(1.5 / spacing, 0.5))
+        hetero = gaussian_filter(
+            rng.standard_normal(sub.shape).astype(np.float32), sigma=max(1.5 / spacing, 0.5)
+        )
         hetero /= max(float(hetero.std()), 1e-6)
     contrast = float(rng.uniform(*profile.tumour_contrast))
     images = np.empty((len(MODALITIES), *shape), dtype=np.float32)
@@ -318,7 +323,9 @@ def generate_case(
     coarse_affine = brats_like_affine(coarse_shape, coarse_spacing)
     coarse = sample_atlas(atlas, coarse_affine, tuple(slice(0, s) for s in coarse_shape), pose, elastic)
     coarse_brain = coarse[CHANNELS.index("brain")]
-    lesions = _choose_lesions(rng, profile, coarse[CHANNELS.index("wm")], coarse_brain, coarse_affine, coarse_spacing)
+    lesions = _choose_lesions(
+        rng, profile, coarse[CHANNELS.index("wm")], coarse_brain, coarse_affine, coarse_spacing
+    )
     mass = [
         MassEffect(np.asarray(les.centre_mm), float(rng.uniform(0.2, 0.45)), 1.3 * les.mean_radius)
         for les in lesions
@@ -342,7 +349,9 @@ def generate_case(
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     channels = sample_atlas(atlas, affine, box, pose, elastic, mass, step=max(1, int(round(4.0 / spacing))))
     brain = channels[CHANNELS.index("brain")]
-    box_labels = render_lesions(lesions, affine, tuple(int(v) for v in lo), brain, channels[CHANNELS.index("wm")], rng)
+    box_labels = render_lesions(
+        lesions, affine, tuple(int(v) for v in lo), brain, channels[CHANNELS.index("wm")], rng
+    )
     box_images, contrast_record = _synthesise_contrasts(channels, box_labels, profile, rng, spacing)
 
     image = np.zeros((len(MODALITIES), *shape), dtype=np.float32)
@@ -374,9 +383,15 @@ def write_case(case: SyntheticCase, out_dir: str | Path) -> Path:
     folder = Path(out_dir) / case.case_id
     folder.mkdir(parents=True, exist_ok=True)
     for m_index, modality in enumerate(MODALITIES):
-        save_nifti(case.image[m_index].astype(np.int16), folder / f"{case.case_id}-{modality}.nii.gz", affine=case.affine)
+        save_nifti(
+            case.image[m_index].astype(np.int16),
+            folder / f"{case.case_id}-{modality}.nii.gz",
+            affine=case.affine,
+        )
     save_nifti(case.label, folder / f"{case.case_id}-seg.nii.gz", affine=case.affine)
-    write_text_atomic(folder / f"{case.case_id}{SYNTH_RECORD_SUFFIX}", json.dumps(case.metadata, indent=2) + "\n")
+    write_text_atomic(
+        folder / f"{case.case_id}{SYNTH_RECORD_SUFFIX}", json.dumps(case.metadata, indent=2) + "\n"
+    )
     return folder
 
 

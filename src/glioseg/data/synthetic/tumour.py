@@ -48,7 +48,9 @@ class Lesion:
 
 
 def _unit_noise(shape: tuple[int, ...], sigma_vox: float, rng: np.random.Generator) -> np.ndarray:
-    noise = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=max(sigma_vox, 0.5), mode="reflect")
+    noise = gaussian_filter(
+        rng.standard_normal(shape).astype(np.float32), sigma=max(sigma_vox, 0.5), mode="reflect"
+    )
     return noise / max(float(noise.std()), 1e-6)
 
 
@@ -94,7 +96,9 @@ def render_lesions(
             continue
         sub = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
         sub_shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
-        grids = np.meshgrid(*[np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi, strict=True)], indexing="ij")
+        grids = np.meshgrid(
+            *[np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi, strict=True)], indexing="ij"
+        )
         idx = np.stack([g + s for g, s in zip(grids, box_start, strict=True)], axis=-1)
         q = idx @ output_affine[:3, :3].T.astype(np.float32) + output_affine[:3, 3].astype(np.float32)
         rot = rotation_matrix(np.asarray(lesion.angles_rad)).astype(np.float32)
@@ -137,4 +141,8 @@ def lesion_summary(labels: np.ndarray, spacing_mm: tuple[float, float, float]) -
     wt = int(np.count_nonzero(labels))
     tc = int(np.count_nonzero((labels == NETC) | (labels == ET)))
     et = int(np.count_nonzero(labels == ET))
-    return {"WT_ml": round(wt * voxel_ml, 2), "TC_ml": round(tc * voxel_ml, 2), "ET_ml": round(et * voxel_ml, 2)}
+    return {
+        "WT_ml": round(wt * voxel_ml, 2),
+        "TC_ml": round(tc * voxel_ml, 2),
+        "ET_ml": round(et * voxel_ml, 2),
+    }

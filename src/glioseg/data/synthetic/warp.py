@@ -44,7 +44,13 @@ class HeadPose:
     shift_mm: np.ndarray  # (3,)
 
     @classmethod
-    def random(cls, rng: np.random.Generator, max_angle_deg: float, scale_range: tuple[float, float], max_shift_mm: float) -> HeadPose:
+    def random(
+        cls,
+        rng: np.random.Generator,
+        max_angle_deg: float,
+        scale_range: tuple[float, float],
+        max_shift_mm: float,
+    ) -> HeadPose:
         angles = np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg, size=3))
         return cls(
             rotation=rotation_matrix(angles),
@@ -68,7 +74,13 @@ class MassEffect:
 class ElasticField:
     """Smooth random displacement (mm) defined on a coarse control grid over the output field of view."""
 
-    def __init__(self, rng: np.random.Generator, fov_mm: np.ndarray, amplitude_mm: float, control_spacing_mm: float = 30.0):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        fov_mm: np.ndarray,
+        amplitude_mm: float,
+        control_spacing_mm: float = 30.0,
+    ):
         from scipy.ndimage import gaussian_filter
 
         n = np.maximum(np.ceil(fov_mm / control_spacing_mm).astype(int) + 1, 2)
@@ -110,7 +122,10 @@ def sample_atlas(
     """
     box_shape = tuple(s.stop - s.start for s in index_box)
     n_coarse = tuple(int(np.ceil((n - 1) / step)) + 1 for n in box_shape)
-    axes = [s.start + step * torch.arange(n, dtype=torch.float32) for s, n in zip(index_box, n_coarse, strict=True)]
+    axes = [
+        s.start + step * torch.arange(n, dtype=torch.float32)
+        for s, n in zip(index_box, n_coarse, strict=True)
+    ]
     ii, jj, kk = torch.meshgrid(*axes, indexing="ij")
     idx = torch.stack([ii.reshape(-1), jj.reshape(-1), kk.reshape(-1)], dim=1)  # (N, 3)
     lin = torch.as_tensor(output_affine[:3, :3], dtype=torch.float32)
@@ -138,8 +153,12 @@ def sample_atlas(
     grid = grid.flip(-1).reshape(*n_coarse, 3)
     if step > 1:
         full = tuple((n - 1) * step + 1 for n in n_coarse)
-        grid = F.interpolate(grid.permute(3, 0, 1, 2)[None], size=full, mode="trilinear", align_corners=True)[0]
+        grid = F.interpolate(grid.permute(3, 0, 1, 2)[None], size=full, mode="trilinear", align_corners=True)[
+            0
+        ]
         grid = grid[:, : box_shape[0], : box_shape[1], : box_shape[2]].permute(1, 2, 3, 0)
     src = torch.from_numpy(atlas.channels)[None]
-    out = F.grid_sample(src, grid.contiguous()[None], mode="bilinear", padding_mode="zeros", align_corners=True)
+    out = F.grid_sample(
+        src, grid.contiguous()[None], mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     return out[0].numpy()
