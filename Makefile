@@ -13,7 +13,7 @@ TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-dev bench lock clean
+.PHONY: demo test test-fast check lint install install-dev bench lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,20 @@ install-dev: $(VENV)/.glioseg-dev
 demo: $(VENV)/.glioseg-runtime
 	$(VENV)/bin/glioseg demo --out $(DEMO_OUT)
 
-test: $(VENV)/.glioseg-dev
+# The whole suite, lint and format included (what CI runs through .ci/run).
+test: check
+
+# ruff's lint and format checks, then the whole test suite.
+check: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.glioseg-dev
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff format --check src tests scripts benchmarks
+
+# Everything but the tests marked slow (training, whole pipelines): a quick loop while editing.
+test-fast: $(VENV)/.glioseg-dev
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.glioseg-dev
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[bench]"
