@@ -58,7 +58,7 @@ def write_random_model(folder, seed=0, spacing=4.0, patch=32, base_features=4, n
     """A freshly initialised (untrained) model saved as a glioseg run: enough for geometry and plumbing tests."""
     from glioseg.models import build_model, model_config
     from glioseg.models.checkpoint import save_model
-    from glioseg.train.plan import Plan, n_stages_for_patch
+    from glioseg.models.plan import Plan, n_stages_for_patch
 
     torch.manual_seed(seed)
     stages = n_stages_for_patch((patch,) * 3)

@@ -7,9 +7,9 @@ import torch
 
 from glioseg.errors import ConfigError
 from glioseg.models import model_config
+from glioseg.models.plan import Plan
 from glioseg.train.loss import DeepSupervisionLoss, mirror_consistency
 from glioseg.train.module import SegmentationModule, first_output, paired_crop, random_mirror_axes
-from glioseg.train.plan import Plan
 from glioseg.train.recipes import RECIPES
 
 PATCH = 16

@@ -21,7 +21,7 @@ from glioseg.models import ModelConfig, build_model, set_deep_supervision
 from glioseg.models.checkpoint import load_weights, read_model_files
 from glioseg.models.nnunet import build_nnunet, nnunet_arch_kwargs
 from glioseg.models.nnunet_import import import_nnunet, load_nnunet_checkpoint
-from glioseg.train.plan import Plan
+from glioseg.models.plan import Plan
 
 runner = CliRunner()
 SHUFFLED = {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}

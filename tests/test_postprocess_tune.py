@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from glioseg.cli import app
 from glioseg.data.io import save_nifti
 from glioseg.data.radiomics import cohort_features
+from glioseg.data.radiomics.clusters import assign_clusters, fit_cluster_model
 from glioseg.data.synthetic import generate_case, write_case
 from glioseg.evaluate import evaluate_labels, read_labels
 from glioseg.postprocess import PostprocessConfig, apply_operations
 from glioseg.postprocess.tune import Grid, Setting, select_setting, tune
-from glioseg.train.splits import assign_clusters, fit_cluster_model
 
 from .conftest import write_random_model
 

@@ -7,7 +7,7 @@ from glioseg.data.cases import discover_cases, load_case
 from glioseg.data.labels import labels_to_regions
 from glioseg.data.preprocess import PreprocessedCache, preprocess_case, restore_to_original
 from glioseg.errors import ConfigError
-from glioseg.train.plan import Fingerprint, make_plan, n_stages_for_patch
+from glioseg.models.plan import Fingerprint, make_plan, n_stages_for_patch
 
 
 @pytest.fixture(scope="module")

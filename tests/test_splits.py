@@ -9,18 +9,20 @@ from typer.testing import CliRunner
 
 from glioseg.cli import app
 from glioseg.data.radiomics import case_features
+from glioseg.data.radiomics.clusters import (
+    ClusterModel,
+    assign_clusters,
+    feature_columns,
+    fit_cluster_model,
+    read_feature_table,
+)
 from glioseg.data.synthetic import generate_case
 from glioseg.errors import ConfigError, InputError
 from glioseg.train.splits import (
-    ClusterModel,
-    assign_clusters,
     balance_chi2,
     contingency,
-    feature_columns,
-    fit_cluster_model,
     make_folds,
     random_split_chi2,
-    read_feature_table,
     split_cohort,
 )
 

@@ -12,11 +12,11 @@ from glioseg.data.synthetic import generate_cohort
 from glioseg.errors import ConfigError, InputError
 from glioseg.models import ModelConfig, build_model, set_deep_supervision
 from glioseg.models.checkpoint import canonical_state_dict, load_weights, read_model_files
+from glioseg.models.plan import Plan
 from glioseg.train.callbacks import read_metrics
 from glioseg.train.data import PatchDataset
 from glioseg.train.loss import DeepSupervisionLoss, RegionDiceBCELoss, deep_supervision_weights
 from glioseg.train.module import region_dice
-from glioseg.train.plan import Plan
 from glioseg.train.recipes import RECIPES, build_optimizer, poly_factor
 from glioseg.train.run import TrainOptions, resume, train
 

@@ -18,7 +18,7 @@ regions ``WT = {1, 2, 3}``, ``TC = {1, 3}``, ``ET = {3}`` in that order.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from glioseg._version import __version__
 
 __all__ = ["__version__", "segment"]
 

@@ -158,6 +158,7 @@ def predict(
 
 def register(app: typer.Typer) -> None:
     app.command(
-        epilog="Examples: glioseg predict data/BraTS-SSA/BraTS-SSA-00002-000 --model brats-2mm --out predictions --report; "
+        epilog="Example: glioseg predict data/BraTS-SSA/BraTS-SSA-00002-000 --model brats-2mm --out predictions --report "
+        "(a bundled model by name; glioseg models lists them). Your own runs as a weighted ensemble: "
         "glioseg predict data/BraTS-SSA --model runs/nnunet --model runs/mednext --weights 0.6,0.4 --out predictions"
     )(reports_errors(predict))

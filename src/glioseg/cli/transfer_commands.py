@@ -95,8 +95,8 @@ def features(
     levels: int = typer.Option(32, min=2, help="Grey levels of the GLCM quantisation."),
 ) -> None:
     """Radiomic features per case on the whole tumour's largest component: shape, first-order, GLCM, quality."""
+    from glioseg.data.radiomics.clusters import ClusterModel
     from glioseg.errors import InputError
-    from glioseg.train.splits import ClusterModel
 
     model = ClusterModel.load(assign) if assign is not None else None
     frame, errors = _compute_features(data, labels, label_source, quality, bin_width, levels)
@@ -153,9 +153,10 @@ def split(
 ) -> None:
     """Cross-validation folds stratified by radiomic clusters (or volume, or random) with a balance report."""
     from glioseg.data.io import write_text_atomic
+    from glioseg.data.radiomics.clusters import read_feature_table
     from glioseg.errors import GliosegError
     from glioseg.report.balance import render_balance
-    from glioseg.train.splits import read_feature_table, split_cohort
+    from glioseg.train.splits import split_cohort
 
     stem = out.with_suffix("") if out.suffix == ".json" else out
     paths = {

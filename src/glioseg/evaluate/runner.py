@@ -248,7 +248,7 @@ def write_outputs(run: EvaluationRun, out_dir: str | Path) -> dict[str, Path]:
     """Write ``per_case.csv``, ``per_lesion.csv`` and ``summary.json`` into ``out_dir`` (atomically)."""
     import pandas as pd
 
-    from glioseg import __version__
+    from glioseg._version import __version__
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

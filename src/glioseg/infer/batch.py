@@ -7,12 +7,12 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from glioseg._version import __version__
 from glioseg.data.cases import Case, discover_cases, load_case
 from glioseg.data.io import atomic_path, read_json, save_nifti, strip_nifti_suffix, write_text_atomic
 from glioseg.data.labels import REGIONS
@@ -253,7 +253,7 @@ def provenance(
         "output": output.name,
         "labels": {"1": "NETC", "2": "SNFH", "3": "ET"},
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "glioseg_version": metadata.version("glioseg"),
+        "glioseg_version": __version__,
         "inputs": {m: str(Path(p).resolve()) for m, p in case.images.items()},
         "models": models,
         "settings": settings,

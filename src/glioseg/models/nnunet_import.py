@@ -129,7 +129,7 @@ class ImportedModel:
     ----------
     state_dict : weights for ``build_model(config)`` (glioseg channel order and axes)
     config : model configuration (family ``nnunet``, nnU-Net's ``arch_kwargs`` in glioseg axes)
-    plan : :class:`glioseg.train.plan.Plan` as a dict
+    plan : :class:`glioseg.models.plan.Plan` as a dict
     imported_from : provenance (files, checksum, trainer, fold, epoch, channel/output/axis mappings)
     warnings : differences that do not stop the import (one line each)
     metrics : nnU-Net's validation Dice of this fold when ``fold_K/validation/summary.json`` exists
@@ -567,7 +567,7 @@ def import_nnunet(
     >>> model.save("models/brats-nnunet-fold0")  # doctest: +SKIP
     """
     from glioseg.models.memory import estimate_training_memory
-    from glioseg.train.plan import Plan, default_memory_budget_gib
+    from glioseg.models.plan import Plan, default_memory_budget_gib
 
     source = Path(source)
     trainer_dir, checkpoint_path = _locate(source, fold, checkpoint_name)

@@ -166,7 +166,7 @@ def _cluster_model_from_dict(d: dict, source: str | Path):
     """A :class:`~glioseg.train.splits.ClusterModel` from its JSON dict (as written by ``ClusterModel.save``)."""
     import tempfile
 
-    from glioseg.train.splits import ClusterModel
+    from glioseg.data.radiomics.clusters import ClusterModel
 
     # ClusterModel.load owns the format checks; give it the inline copy as a file of its own
     with tempfile.TemporaryDirectory() as folder:

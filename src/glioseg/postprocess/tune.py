@@ -746,8 +746,8 @@ def tune(
     """
     import pandas as pd
 
+    from glioseg.data.radiomics.clusters import ClusterModel
     from glioseg.postprocess.config import PostprocessConfig
-    from glioseg.train.splits import ClusterModel
 
     began = time.perf_counter()
     grid = grid or Grid()

@@ -21,7 +21,7 @@ import torch
 
 from glioseg.errors import ConfigError, InputError
 from glioseg.models import ModelConfig, model_config
-from glioseg.train.plan import Plan
+from glioseg.models.plan import Plan
 
 FINETUNE_EPOCHS = 150
 FINETUNE_LR_FACTOR = 0.1

@@ -9,8 +9,8 @@ import torch
 
 from glioseg.data.labels import REGIONS
 from glioseg.models import ModelConfig, build_model, prefers_channels_last, set_deep_supervision
+from glioseg.models.plan import Plan
 from glioseg.train.loss import DeepSupervisionLoss, mirror_consistency
-from glioseg.train.plan import Plan
 from glioseg.train.recipes import PolySchedule, Recipe, build_optimizer
 
 

@@ -26,7 +26,7 @@ from glioseg.data.io import write_text_atomic
 from glioseg.data.preprocess import PreprocessedCache
 from glioseg.errors import ConfigError, InputError
 from glioseg.models.checkpoint import DISCLAIMER
-from glioseg.train.plan import Plan, add_preprocessed_statistics, header_fingerprint, make_plan
+from glioseg.models.plan import Plan, add_preprocessed_statistics, header_fingerprint, make_plan
 from glioseg.train.recipes import Recipe, recipe_for
 from glioseg.train.splits import load_splits
 

@@ -1,0 +1,97 @@
+"""The package's layering (docs/architecture.md): imports only go down, and no module cycle exists.
+
+Every ``glioseg`` import counts, at module level or inside a function: a lazy import is still
+a dependency.  There is no exception list.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "glioseg"
+
+#: Rank of each top-level part of the package; a module may import its own part and lower ranks.
+#: ``infer`` and ``postprocess`` share a rank but may not import each other.
+LAYERS: dict[str, int] = {
+    "_version": 0,
+    "errors": 0,
+    "paths": 0,
+    "runtime": 0,
+    "data": 1,
+    "evaluate": 2,
+    "models": 3,
+    "infer": 4,
+    "postprocess": 4,
+    "train": 5,
+    "report": 6,
+    "experiment": 7,
+    "cli": 8,
+    "__main__": 9,
+    "": 9,  # the package itself (glioseg.segment, lazily)
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = ("glioseg", *path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the glioseg modules it imports (``from glioseg.x import y`` counts y when it is a module)."""
+    modules = {_module_name(p) for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        name = _module_name(path)
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "glioseg":
+                for alias in node.names:
+                    child = f"{node.module}.{alias.name}"
+                    targets.add(child if child in modules else node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names if a.name.split(".")[0] == "glioseg")
+        graph[name] = {t for t in targets if t != name}
+    return graph
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_every_part_of_the_package_has_a_layer():
+    parts = {_part(m) for m in _imports()}
+    assert parts <= set(LAYERS), f"add to LAYERS and docs/architecture.md: {sorted(parts - set(LAYERS))}"
+
+
+def test_imports_only_go_down():
+    upward = []
+    for module, targets in _imports().items():
+        for target in targets:
+            a, b = _part(module), _part(target)
+            if a != b and (LAYERS[b] > LAYERS[a] or LAYERS[b] == LAYERS[a]) and target != "glioseg._version":
+                upward.append(f"{module} imports {target}")
+    assert not upward, "\n".join(sorted(upward))
+
+
+def test_no_import_cycle():
+    graph = _imports()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(
+                    " -> ".join(path[path.index(nxt) :] + [nxt]) if nxt in path else f"{node} -> {nxt}"
+                )
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert not cycles, "\n".join(cycles)
