@@ -55,7 +55,7 @@ def _save_member(folder: Path, config, plan_kwargs: dict, seed: int) -> Path:
 
     from glioseg.models import build_model
     from glioseg.models.checkpoint import canonical_state_dict, save_model
-    from glioseg.train.plan import Plan
+    from glioseg.models.plan import Plan
 
     torch.manual_seed(seed)
     network = build_model(config)

@@ -38,7 +38,7 @@ def make_brats_member(folder: Path, seed: int) -> Path:
 
     from glioseg.models import build_model, model_config
     from glioseg.models.checkpoint import canonical_state_dict, save_model
-    from glioseg.train.plan import Plan
+    from glioseg.models.plan import Plan
 
     torch.manual_seed(seed)
     config = model_config("nnunet", 6)

@@ -39,7 +39,7 @@ def run_one(model: str, patch: int, batch: int, base: int, steps: int, device: s
 
     from glioseg.models import build_model, model_config
     from glioseg.train.loss import DeepSupervisionLoss
-    from glioseg.train.plan import n_stages_for_patch
+    from glioseg.models.plan import n_stages_for_patch
     from glioseg.train.recipes import build_optimizer, recipe_for
 
     torch.manual_seed(0)
@@ -99,7 +99,7 @@ def main() -> None:
 
     from glioseg.models import model_config
     from glioseg.models.memory import estimate_training_memory
-    from glioseg.train.plan import n_stages_for_patch
+    from glioseg.models.plan import n_stages_for_patch
 
     free_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 2**30
     if args.device == "cuda":
