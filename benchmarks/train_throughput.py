@@ -38,8 +38,8 @@ def run_one(model: str, patch: int, batch: int, base: int, steps: int, device: s
     import torch
 
     from glioseg.models import build_model, model_config
-    from glioseg.train.loss import DeepSupervisionLoss
     from glioseg.models.plan import n_stages_for_patch
+    from glioseg.train.loss import DeepSupervisionLoss
     from glioseg.train.recipes import build_optimizer, recipe_for
 
     torch.manual_seed(0)
