@@ -1,4 +1,4 @@
-"""Where glioseg keeps derived caches (atlas arrays, surfel tables, ONNX exports)."""
+"""Where glioseg keeps derived caches (atlas arrays, ONNX exports)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,6 @@ from glioseg.evaluate.lesionwise import (
     evaluate_labels,
 )
 from glioseg.evaluate.matching import Matching, Pair, match_cases
-from glioseg.evaluate.surface import install_surfel_normals, surfel_normals
 
 #: ``strict``: shape, spacing and affine must agree; ``shape``: shape and spacing only.
 GEOMETRY_MODES = ("strict", "shape")
@@ -129,10 +128,6 @@ def evaluate_pair(pair: Pair, definition: str = DEFAULT_DEFINITION, geometry: st
     return evaluate_labels(pred, gt, definition_spacing(pred_image, definition), definition, pair.case_id)
 
 
-def _init_worker(normals: np.ndarray) -> None:
-    install_surfel_normals(normals)
-
-
 def _evaluate_job(pair: Pair, definition: str, geometry: str) -> tuple[CaseResult | None, str | None, float]:
     began = time.perf_counter()
     try:
@@ -189,7 +184,6 @@ def evaluate(
         run.failures.append(CaseFailure(case_id, str(problem)))
     for case_id, gt_file in matching.missing_predictions.items():
         run.failures.append(CaseFailure(case_id, f"{gt_file}: case {case_id} has no prediction in {pred}"))
-    normals = surfel_normals()  # loads (or builds) the surfel table once, before any worker starts
 
     def record(pair: Pair, outcome: tuple[CaseResult | None, str | None, float]) -> None:
         result, error, seconds = outcome
@@ -204,7 +198,7 @@ def evaluate(
         for pair in matching.pairs:
             record(pair, _evaluate_job(pair, definition, geometry))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(normals,)) as pool:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = [
                 (pair, pool.submit(_evaluate_job, pair, definition, geometry)) for pair in matching.pairs
             ]

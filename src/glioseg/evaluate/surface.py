@@ -9,8 +9,8 @@ BraTS metric scripts bundle:
   The code is formed modulo 256, as the reference's ``scipy.ndimage.correlate`` on a uint8
   array forms it, which matters only for the label-valued maps of the BraTS 2024 legacy
   HD95 (for masks the codes are 0..255 anyway).
-* Each surfel has an area: the marching-cubes normals of its code (unit spacing; the
-  table is read from MONAI, which carries DeepMind's table) scaled by the voxel spacing,
+* Each surfel has an area: the marching-cubes normals of its code (unit spacing; DeepMind's
+  table, shipped with glioseg as ``assets/surfel_normals.npy``) scaled by the voxel spacing,
   see :func:`surfel_area_table`.
 * The distance of a surfel to the other surface is the Euclidean distance (mm, spacing
   honoured) to the nearest surfel of the other mask.  The reference reads it off
@@ -34,14 +34,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from glioseg.data.io import atomic_path
 from glioseg.evaluate.components import bounding_box
-from glioseg.paths import cache_dir
 
 #: Bit weight of each voxel of a 2x2x2 neighbourhood in the surfel code.
 CODE_KERNEL = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]])
@@ -52,7 +51,8 @@ SEARCH_RADIUS = 3
 _KD_QUERY_COST = 20
 #: Shells always searched before the distance-transform shortcut is considered.
 _SHELLS_BEFORE_GIVING_UP = 4
-_NORMALS_CACHE = "surfel-normals-v1.npy"
+#: The surfel normals table shipped with glioseg (written by ``scripts/make_surfel_table.py``).
+NORMALS_FILE = Path(__file__).resolve().parents[1] / "assets" / "surfel_normals.npy"
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,19 @@ class SurfaceDistances:
 # ----------------------------------------------------------------------------- surfel areas
 
 
+@lru_cache(maxsize=1)
+def _shipped_normals() -> np.ndarray:
+    """The table in :data:`NORMALS_FILE`, read once per process (read-only array)."""
+    table = np.load(NORMALS_FILE, allow_pickle=False)
+    if table.shape != (256, 4, 3) or table.dtype != np.float64:
+        raise ValueError(
+            f"{NORMALS_FILE}: expected a (256, 4, 3) float64 normals table, got {table.dtype} {table.shape}"
+        )
+    table.flags.writeable = False
+    return table
+
+
+#: A table set by :func:`install_surfel_normals` in this process (none by default).
 _installed_normals: list[np.ndarray] = []
 
 
@@ -85,36 +98,23 @@ def surfel_normals() -> np.ndarray:
     A vector's length is the area of one triangle at unit spacing; unused rows are zero.
     The table is DeepMind's, as carried by ``monai.metrics.utils`` (MONAI's copy differs
     from the one bundled with the BraTS scripts only by the sign of a component in codes
-    251 and 253, which leaves every area unchanged).  Importing MONAI takes seconds, so
-    the table is cached as ``.npy`` in ``$GLIOSEG_CACHE`` (default ``~/.cache/glioseg``);
-    all entries are multiples of 1/8, exact in any float type.
+    251 and 253, which leaves every area unchanged).  glioseg ships it as package data
+    (:data:`NORMALS_FILE`, generated from MONAI's copy by ``scripts/make_surfel_table.py``),
+    so nothing needs to be built, cached or passed to worker processes: every process
+    reads the file on first use.  All entries are multiples of 1/8, exact in any float type.
     """
     if _installed_normals:
         return _installed_normals[0]
-    path = cache_dir() / _NORMALS_CACHE
-    table = None
-    if path.exists():
-        try:
-            table = np.load(path, allow_pickle=False)
-            if table.shape != (256, 4, 3):
-                table = None
-        except (OSError, ValueError):
-            table = None
-    if table is None:
-        from monai.metrics.utils import _get_neighbour_code_to_normals_table  # slow import, cold cache only
-
-        table = np.asarray(_get_neighbour_code_to_normals_table().cpu().numpy(), dtype=np.float64)
-        try:
-            with atomic_path(path, suffix=".npy") as tmp:
-                np.save(tmp, table, allow_pickle=False)
-        except OSError:
-            pass  # read-only home: rebuilt next time
-    install_surfel_normals(table)
-    return table
+    return _shipped_normals()
 
 
 def install_surfel_normals(table: np.ndarray) -> None:
-    """Use ``table`` (from :func:`surfel_normals`, e.g. in a parent process) without reading the cache."""
+    """Use ``table`` instead of the shipped table in this process.
+
+    Not needed to use glioseg in worker processes (each reads the shipped table itself);
+    kept for callers that still hand :func:`surfel_normals` of a parent process to a pool
+    initialiser.
+    """
     table = np.asarray(table, dtype=np.float64)
     if table.shape != (256, 4, 3):
         raise ValueError(f"expected a (256, 4, 3) normals table, got {table.shape}")
