@@ -12,6 +12,9 @@ Steps (each skips work that is already finished, so an interrupted run resumes):
 7. every arm predicts the test cohort and is scored with the brats2024-ssa lesion-wise metrics;
 8. report (Markdown + HTML): results table, paired differences with bootstrap intervals,
    training curves, overlays of the best/median/worst test cases, commands, seeds, versions.
+
+The test arms of step 7 (the rows of the results table) are defined and scored in
+:mod:`glioseg.experiment.arms`.
 """
 
 from __future__ import annotations
@@ -24,22 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glioseg.data.io import write_text_atomic
-from glioseg.data.labels import REGIONS
 from glioseg.errors import ConfigError
+from glioseg.experiment.arms import DEFINITION, define_arms, score_arms
 from glioseg.experiment.scales import SCALES, Scale
-
-DEFINITION = "brats2024-ssa"
-
-
-@dataclass
-class Arm:
-    """One row of the results table: a way of producing test predictions."""
-
-    key: str
-    title: str
-    models: list[Path]
-    weights: Path | None = None
-    postprocess: Path | None = None
 
 
 @dataclass
@@ -347,100 +337,6 @@ class Experiment:
             )
         return path
 
-    def arms(
-        self, pretrained: dict[str, Path], cv_runs: dict[str, Path], weights: Path, pp: Path
-    ) -> list[Arm]:
-        names = {"nnunet": "nnU-Net", "mednext": "MedNeXt"}
-        arms = []
-        for arch in self.architectures:
-            n = names[arch]
-            arms += [
-                Arm(f"{arch}-scratch", f"{n}, trained from scratch", [cv_runs[f"{arch}-scratch"]]),
-                Arm(f"{arch}-pretrained", f"{n}, pre-trained, no fine-tuning", [pretrained[arch]]),
-                Arm(f"{arch}-ft-random", f"{n}, fine-tuned, random folds", [cv_runs[f"{arch}-ft-random"]]),
-                Arm(
-                    f"{arch}-ft-stratified",
-                    f"{n}, fine-tuned, stratified folds",
-                    [cv_runs[f"{arch}-ft-stratified"]],
-                ),
-            ]
-        members = [cv_runs["nnunet-ft-stratified"], cv_runs["mednext-ft-stratified"]]
-        arms.append(
-            Arm("ensemble", "+ CV-weighted ensemble (nnU-Net + MedNeXt, stratified)", members, weights)
-        )
-        arms.append(Arm("ensemble-pp", "+ adaptive post-processing", members, weights, pp))
-        return arms
-
-    def predict_and_score(self, arms: list[Arm], test: Path) -> dict[str, dict]:
-        from glioseg.data.cases import discover_cases
-        from glioseg.evaluate import evaluate, write_outputs
-        from glioseg.infer.batch import PredictOptions, load_weights_file, predict_cases
-        from glioseg.infer.models import find_members
-
-        cases = discover_cases(test).cases
-        scores = {}
-        for arm in arms:
-            pred = self.path("test", arm.key, "predictions")
-            evaluation = self.path("test", arm.key, "evaluation")
-            if not (evaluation / "per_case.csv").exists():
-                self.log(f"[test] {arm.title}")
-                groups = [find_members(m) for m in arm.models]
-                weights = load_weights_file(arm.weights, groups) if arm.weights else None
-                postprocess = None
-                if arm.postprocess is not None:
-                    from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
-
-                    postprocess = make_postprocessor(PostprocessConfig.load(arm.postprocess))
-                options = PredictOptions(
-                    tta=self.scale.tta,
-                    weights=weights,
-                    postprocess=postprocess,
-                    device="auto",
-                    save_probabilities=arm.key == "ensemble",
-                    track_variance=False,
-                )
-                todo = [c for c in cases if not (pred / f"{c.case_id}.nii.gz").exists()]
-                report = self.timed(
-                    f"test-{arm.key}",
-                    lambda t=todo, g=groups, o=options, p=pred: predict_cases(
-                        t, g, p, o, printer=lambda line: None
-                    ),
-                )
-                if report.failed:
-                    raise ConfigError(
-                        f"test prediction failed for {report.failed[0][0]}: {report.failed[0][1]}"
-                    )
-                run = evaluate(pred, test, definition=DEFINITION)
-                write_outputs(run, evaluation)
-                args = [
-                    "predict",
-                    test,
-                    *[x for m in arm.models for x in ("--model", m)],
-                    "--tta",
-                    self.scale.tta,
-                ]
-                if arm.weights:
-                    args += ["--weights", arm.weights]
-                if arm.postprocess:
-                    args += ["--postprocess", arm.postprocess]
-                self.command(*args, "--out", pred)
-                self.command(
-                    "evaluate", "--pred", pred, "--gt", test, "--out", evaluation, "--definition", DEFINITION
-                )
-            scores[arm.key] = _read_scores(evaluation / "per_case.csv")
-        return scores
-
-
-def _read_scores(per_case_csv: Path) -> dict:
-    import pandas as pd
-
-    frame = pd.read_csv(per_case_csv).sort_values("case_id")
-    return {
-        "case_id": frame["case_id"].astype(str).tolist(),
-        **{f"{r}_dice": frame[f"{r}_lesionwise_dice"].astype(float).tolist() for r in REGIONS},
-        **{f"{r}_hd95": frame[f"{r}_lesionwise_hd95"].astype(float).tolist() for r in REGIONS},
-    }
-
 
 def run_transfer_experiment(
     out: str | Path,
@@ -506,8 +402,8 @@ def run_transfer_experiment(
     weights = exp.ensemble(cv_runs, folders["target"])
     pp = exp.tune_postprocessing(folders["target"])
     save_state()
-    arms = exp.arms(pretrained, cv_runs, weights, pp)
-    scores = exp.predict_and_score(arms, folders["test"])
+    arms = define_arms(exp.architectures, pretrained, cv_runs, weights, pp)
+    scores = score_arms(exp, arms, folders["test"])
     exp.timings["total_this_run"] = time.perf_counter() - began
     save_state()
     report = write_report(exp, arms, scores, folders, pretrained, cv_runs)
