@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from glioseg.evaluate import Pair, evaluate_labels
+from glioseg.evaluate import Pair, evaluate_labels, load_checked_pair
 from glioseg.postprocess import apply_operations
-from glioseg.postprocess.tune import Grid, load_pair, score_case
+from glioseg.postprocess.tune import Grid, score_case
 
 pytestmark = pytest.mark.realdata
 
@@ -24,7 +24,7 @@ def test_score_table_on_a_real_pair(real_data):
         real_data / "brats2018-predictions" / f"{CASE}-pred.nii.gz",
         real_data / "brats2018" / CASE / f"{CASE}_seg.nii.gz",
     )
-    pred, gt, spacing, _ = load_pair(pair)
+    pred, gt, spacing, _ = load_checked_pair(pair)
     settings = Grid(
         wt_min_size=(0, 1000), tc_min_size=(0, 100), et_min_size=(0, 50), et_ratio=(0,)
     ).settings()

@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -92,8 +93,20 @@ def read_labels(path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     return load_label(path)
 
 
-def evaluate_pair(pair: Pair, definition: str = DEFAULT_DEFINITION, geometry: str = "strict") -> CaseResult:
-    """Load, check and score one prediction against its ground truth.
+class CheckedPair(NamedTuple):
+    """A prediction and its ground truth, read as canonical uint8 labels and checked to share a grid."""
+
+    pred: np.ndarray
+    gt: np.ndarray
+    #: Voxel size (mm) that the metric definition uses (:func:`definition_spacing`).
+    spacing: tuple[float, float, float]
+    pred_image: nib.Nifti1Image
+
+
+def load_checked_pair(
+    pair: Pair, definition: str = DEFAULT_DEFINITION, geometry: str = "strict"
+) -> CheckedPair:
+    """Read a prediction and its ground truth and check that they lie on one voxel grid.
 
     Raises
     ------
@@ -125,19 +138,62 @@ def evaluate_pair(pair: Pair, definition: str = DEFAULT_DEFINITION, geometry: st
             f"affine (voxel-to-world orientation/origin) differs from the ground truth's ({pair.gt.name}); "
             "if both are on the same voxel grid and only the header differs, use --geometry shape",
         )
-    return evaluate_labels(pred, gt, definition_spacing(pred_image, definition), definition, pair.case_id)
+    return CheckedPair(pred, gt, definition_spacing(pred_image, definition), pred_image)
 
 
-def _evaluate_job(pair: Pair, definition: str, geometry: str) -> tuple[CaseResult | None, str | None, float]:
+def evaluate_pair(pair: Pair, definition: str = DEFAULT_DEFINITION, geometry: str = "strict") -> CaseResult:
+    """Load and check (:func:`load_checked_pair`), then score one prediction against its ground truth.
+
+    Raises
+    ------
+    InputError
+        As :func:`load_checked_pair`.
+    """
+    pred, gt, spacing, _ = load_checked_pair(pair, definition, geometry)
+    return evaluate_labels(pred, gt, spacing, definition, pair.case_id)
+
+
+class CaseOutcome(NamedTuple):
+    """One case's outcome in :func:`map_cases`: the result, or ``None`` and a one-line error."""
+
+    pair: Pair
+    result: Any
+    error: str | None
+    seconds: float
+
+
+def _run_case(fn: Callable, item: tuple) -> CaseOutcome:
+    """``fn(*item)``, timed; an exception becomes a one-line message naming the prediction (never raises)."""
+    pair = item[0]
     began = time.perf_counter()
     try:
-        return evaluate_pair(pair, definition, geometry), None, time.perf_counter() - began
+        result, error = fn(*item), None
     except GliosegError as exc:
-        return None, str(exc), time.perf_counter() - began
+        result, error = None, str(exc)
     except MemoryError:
-        return None, f"{pair.pred}: out of memory", time.perf_counter() - began
+        result, error = None, f"{pair.pred}: out of memory"
     except Exception as exc:  # a bug must not stop the other cases; it is reported with its type
-        return None, f"{pair.pred}: internal error ({type(exc).__name__}: {exc})", time.perf_counter() - began
+        result, error = None, f"{pair.pred}: internal error ({type(exc).__name__}: {exc})"
+    return CaseOutcome(pair, result, error, time.perf_counter() - began)
+
+
+def map_cases(fn: Callable, items: Sequence[tuple], jobs: int = 1) -> Iterator[CaseOutcome]:
+    """Call ``fn(*item)`` for every item (``item[0]`` is its :class:`Pair`); yield the outcomes in order.
+
+    With ``jobs > 1`` and more than one item the calls run in ``jobs`` worker processes
+    (``fn`` and the items are pickled: ``fn`` must be a module-level function), otherwise
+    in this process.  A case whose call raises gives ``result=None`` and the message; the
+    other cases go on.
+    """
+    items = list(items)
+    if jobs == 1 or len(items) <= 1:
+        for item in items:
+            yield _run_case(fn, item)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_run_case, fn, item) for item in items]
+        for future in futures:
+            yield future.result()
 
 
 def evaluate(
@@ -184,26 +240,14 @@ def evaluate(
         run.failures.append(CaseFailure(case_id, str(problem)))
     for case_id, gt_file in matching.missing_predictions.items():
         run.failures.append(CaseFailure(case_id, f"{gt_file}: case {case_id} has no prediction in {pred}"))
-
-    def record(pair: Pair, outcome: tuple[CaseResult | None, str | None, float]) -> None:
-        result, error, seconds = outcome
+    items = [(pair, definition, geometry) for pair in matching.pairs]
+    for pair, result, error, seconds in map_cases(evaluate_pair, items, jobs):
         if result is not None:
             run.results.append(result)
         else:
             run.failures.append(CaseFailure(pair.case_id, error or "unknown error"))
         if progress is not None:
             progress(pair.case_id, result, error, seconds)
-
-    if jobs == 1 or len(matching.pairs) == 1:
-        for pair in matching.pairs:
-            record(pair, _evaluate_job(pair, definition, geometry))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [
-                (pair, pool.submit(_evaluate_job, pair, definition, geometry)) for pair in matching.pairs
-            ]
-            for pair, future in futures:
-                record(pair, future.result())
     run.results.sort(key=lambda r: r.case_id)
     run.failures.sort(key=lambda f: f.case_id)
     run.seconds = time.perf_counter() - began

@@ -44,7 +44,7 @@ import cc3d
 import numpy as np
 
 from glioseg.data.labels import ET, NETC, REGIONS, SNFH
-from glioseg.errors import ConfigError, GliosegError, InputError
+from glioseg.errors import ConfigError, InputError
 from glioseg.evaluate.components import DILATION_ITERATIONS, bounding_box, pad_box
 from glioseg.postprocess.config import Operation
 from glioseg.postprocess.operations import CONNECTIVITY, largest_components
@@ -469,61 +469,23 @@ def region_statistics(dice: np.ndarray, hd95: np.ndarray, chosen: np.ndarray, **
 # --------------------------------------------------------------------------- cohorts
 
 
-def load_pair(pair, definition: str = "brats2024-ssa", geometry: str = "strict"):
-    """Read a prediction / ground-truth :class:`~glioseg.evaluate.Pair` with the checks of ``glioseg evaluate``.
+def _score_pair(pair, settings, definition: str, geometry: str, case, quality: bool) -> CaseScores:
+    """Scores (and, with ``case``, radiomic features of the prediction) of one pair."""
+    from glioseg.evaluate.runner import load_checked_pair
 
-    Returns ``(pred, gt, spacing, pred_image)``: canonical uint8 maps, the spacing the metric
-    definition uses, and the prediction's NIfTI image.
-    """
-    from glioseg.data.io import SPACING_TOLERANCE_MM, Geometry
-    from glioseg.evaluate.runner import definition_spacing, read_labels
+    pred, gt, spacing, _ = load_checked_pair(pair, definition, geometry)
+    scores = score_case(pred, gt, spacing, settings, definition, pair.case_id)
+    if case is not None:
+        from glioseg.data.cases import load_case
+        from glioseg.data.radiomics import case_features
 
-    gt, gt_image = read_labels(pair.gt)
-    pred, pred_image = read_labels(pair.pred)
-    gg, pg = Geometry.of(gt_image), Geometry.of(pred_image)
-    if gg.shape != pg.shape:
-        raise InputError(
-            pair.pred, f"shape {pg.shape} differs from the ground truth's {gg.shape} ({pair.gt.name})"
-        )
-    if not np.allclose(gg.spacing, pg.spacing, rtol=0, atol=SPACING_TOLERANCE_MM):
-        raise InputError(pair.pred, f"voxel spacing differs from the ground truth's ({pair.gt.name})")
-    if geometry == "strict" and gg.mismatch(pg):
-        raise InputError(
-            pair.pred,
-            f"affine differs from the ground truth's ({pair.gt.name}); for the same voxel grid with another header "
-            "use --geometry shape",
-        )
-    return pred, gt, definition_spacing(pred_image, definition), pred_image
-
-
-def _score_job(pair, settings, definition: str, geometry: str, case, quality: bool):
-    """Worker: scores (and, with ``case``, radiomic features of the prediction) of one pair; never raises."""
-    try:
-        pred, gt, spacing, _ = load_pair(pair, definition, geometry)
-        scores = score_case(pred, gt, spacing, settings, definition, pair.case_id)
-        if case is not None:
-            from glioseg.data.cases import load_case
-            from glioseg.data.radiomics import case_features
-
-            data = load_case(case, with_label=False)
-            if data.image.shape[1:] != pred.shape:
-                raise InputError(
-                    pair.pred, f"shape {pred.shape} differs from the case images' {data.image.shape[1:]}"
-                )
-            scores.features = case_features(data.image, pred, data.spacing, include_quality=quality)
-        return scores, None
-    except GliosegError as exc:
-        return None, str(exc)
-    except MemoryError:
-        return None, f"{pair.pred}: out of memory"
-    except Exception as exc:  # a bug in one case must not stop the others; reported with its type
-        return None, f"{pair.pred}: internal error ({type(exc).__name__}: {exc})"
-
-
-def _init_worker(normals: np.ndarray) -> None:
-    from glioseg.evaluate.surface import install_surfel_normals
-
-    install_surfel_normals(normals)
+        data = load_case(case, with_label=False)
+        if data.image.shape[1:] != pred.shape:
+            raise InputError(
+                pair.pred, f"shape {pred.shape} differs from the case images' {data.image.shape[1:]}"
+            )
+        scores.features = case_features(data.image, pred, data.spacing, include_quality=quality)
+    return scores
 
 
 def score_cohort(
@@ -543,11 +505,9 @@ def score_cohort(
     case scores (sorted by case ID) and one-line messages of the cases that failed
     (unreadable, other grid, no prediction, no images); the others are scored.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
     from glioseg.data.cases import discover_cases
     from glioseg.evaluate import DEFINITIONS, match_cases
-    from glioseg.evaluate.surface import surfel_normals
+    from glioseg.evaluate.runner import map_cases
     from glioseg.postprocess.config import needs_quality
 
     if definition not in DEFINITIONS:
@@ -574,25 +534,13 @@ def score_cohort(
             continue
         jobs_list.append((pair, settings, definition, geometry, cases.get(pair.case_id), quality))
     results: list[CaseScores] = []
-
-    def record(pair, outcome) -> None:
-        scores, error = outcome
+    for pair, scores, error, _ in map_cases(_score_pair, jobs_list, jobs):
         if scores is None:
             failures.append(error)
         else:
             results.append(scores)
         if progress is not None:
             progress(pair.case_id, scores, error)
-
-    normals = surfel_normals()
-    if jobs == 1 or len(jobs_list) <= 1:
-        for job in jobs_list:
-            record(job[0], _score_job(*job))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(normals,)) as pool:
-            futures = [(job[0], pool.submit(_score_job, *job)) for job in jobs_list]
-            for pair, future in futures:
-                record(pair, future.result())
     results.sort(key=lambda r: r.case_id)
     return results, failures
 
