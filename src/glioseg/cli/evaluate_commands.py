@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
+from glioseg.cli._choices import Definition, GeometryCheck
 from glioseg.cli._common import console, err_console, exit_if_failures, reports_errors
-
-
-class Definition(str, Enum):
-    brats2024_ssa = "brats2024-ssa"
-    brats2023 = "brats2023"
-
-
-class GeometryCheck(str, Enum):
-    strict = "strict"
-    shape = "shape"
-
 
 _METRIC_ROWS = (
     ("lesionwise_dice", "lesion-wise Dice", 3),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
+from glioseg.cli._choices import Definition, GeometryCheck
 from glioseg.cli._common import console, err_console, exit_if_failures, reports_errors
 
 postprocess_app = typer.Typer(
@@ -14,16 +14,6 @@ postprocess_app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class Definition(str, Enum):
-    brats2024_ssa = "brats2024-ssa"
-    brats2023 = "brats2023"
-
-
-class GeometryCheck(str, Enum):
-    strict = "strict"
-    shape = "shape"
 
 
 def tune(

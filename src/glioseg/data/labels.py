@@ -94,16 +94,29 @@ def labels_to_regions(labels: np.ndarray) -> np.ndarray:
     [[0, 1, 1, 1], [0, 1, 0, 1], [0, 0, 0, 1]]
     """
     lab = np.asarray(labels)
-    return np.stack([np.isin(lab, REGION_LABELS[name]) for name in REGIONS])
+    return np.stack([region_mask(lab, name) for name in REGIONS])
 
 
 def region_mask(labels: np.ndarray, region: str) -> np.ndarray:
-    """Boolean mask of one region (``"WT"``, ``"TC"`` or ``"ET"``) of a canonical label map."""
+    """Boolean mask of one region (``"WT"``, ``"TC"`` or ``"ET"``) of a canonical label map.
+
+    Equals ``np.isin(labels, REGION_LABELS[region])``, computed with one comparison per label
+    (far faster on a volume), in the memory layout of ``labels``.
+
+    Examples
+    --------
+    >>> region_mask(np.array([0, 1, 2, 3]), "TC").tolist()
+    [False, True, False, True]
+    """
     try:
         members = REGION_LABELS[region]
     except KeyError:
         raise ValueError(f"unknown region {region!r}; expected one of {', '.join(REGIONS)}") from None
-    return np.isin(labels, members)
+    lab = np.asarray(labels)
+    mask = lab == members[0]
+    for value in members[1:]:
+        mask |= lab == value
+    return mask
 
 
 def regions_to_labels(regions: np.ndarray, enforce_nesting: bool = True) -> np.ndarray:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from glioseg.data.labels import REGION_LABELS, REGIONS
+from glioseg.data.labels import NETC, REGIONS, region_mask
 from glioseg.evaluate.components import (
     DILATION_ITERATIONS,
     Box,
@@ -67,8 +67,6 @@ DEFAULT_DEFINITION = DEFINITIONS[0]
 LESION_VOLUME_THRESHOLD = 50
 #: HD95 (mm) given to a missed GT lesion, a false positive, or an empty mask against a non-empty one.
 MISSED_HD95 = 374.0
-
-_NETC_LABELS = (1,)
 
 
 @dataclass(frozen=True)
@@ -312,13 +310,7 @@ class _Legacy:
 
 def _region(labels: np.ndarray, tissue: str) -> np.ndarray:
     """Mask of a tissue (``WT``, ``TC``, ``ET`` or ``NETC``) of a canonical label map (values 0..3)."""
-    members = _NETC_LABELS if tissue == "NETC" else REGION_LABELS[tissue]
-    if members == (1, 2, 3):
-        return labels > 0
-    mask = labels == members[0]
-    for value in members[1:]:
-        mask |= labels == value
-    return mask
+    return labels == NETC if tissue == "NETC" else region_mask(labels, tissue)
 
 
 def _empty_region(region: str) -> RegionResult:

@@ -40,21 +40,13 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 
-from glioseg.data.labels import ET, NETC, SNFH
-from glioseg.evaluate.components import bounding_box
+from glioseg.data.labels import ET, NETC, REGION_LABELS, SNFH, region_mask
+from glioseg.evaluate.components import CONNECTIVITY, bounding_box
 
 #: Labels that make up each target (regions and single labels).
-TARGET_LABELS: dict[str, tuple[int, ...]] = {
-    "WT": (1, 2, 3),
-    "TC": (1, 3),
-    "ET": (3,),
-    "NETC": (1,),
-    "SNFH": (2,),
-}
+TARGET_LABELS: dict[str, tuple[int, ...]] = {**REGION_LABELS, "NETC": (NETC,), "SNFH": (SNFH,)}
 #: Label given to the voxels of a removed component of each target.
 DEFAULT_FILL: dict[str, int] = {"WT": 0, "TC": SNFH, "ET": NETC, "NETC": SNFH, "SNFH": 0}
-#: Connectivity of the components every operation works on.
-CONNECTIVITY = 26
 
 
 @dataclass(frozen=True)
@@ -114,12 +106,7 @@ def target_mask(labels: np.ndarray, target: str) -> np.ndarray:
     """Boolean mask of a target (``WT``, ``TC``, ``ET``, ``NETC`` or ``SNFH``) of a canonical label map."""
     members = _check_target(target)
     lab = np.asarray(labels)
-    if members == (1, 2, 3):
-        return lab > 0
-    mask = lab == members[0]
-    for value in members[1:]:
-        mask |= lab == value
-    return mask
+    return region_mask(lab, target) if target in REGION_LABELS else lab == members[0]
 
 
 def components(labels: np.ndarray, target: str) -> Components:

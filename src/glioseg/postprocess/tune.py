@@ -43,11 +43,11 @@ from pathlib import Path
 import cc3d
 import numpy as np
 
-from glioseg.data.labels import ET, NETC, REGIONS, SNFH
+from glioseg.data.labels import ET, NETC, REGIONS, SNFH, region_mask
 from glioseg.errors import ConfigError, InputError
-from glioseg.evaluate.components import DILATION_ITERATIONS, bounding_box, pad_box
+from glioseg.evaluate.components import CONNECTIVITY, DILATION_ITERATIONS, bounding_box, pad_box
 from glioseg.postprocess.config import Operation
-from glioseg.postprocess.operations import CONNECTIVITY, largest_components
+from glioseg.postprocess.operations import largest_components
 
 #: Margin kept around the tumour when a case is cropped for scoring: the metrics' dilation reach.
 _MARGIN = DILATION_ITERATIONS
@@ -195,11 +195,7 @@ class CasePlan:
 
     def __init__(self, labels: np.ndarray):
         self.labels = np.ascontiguousarray(labels, dtype=np.uint8)
-        masks = {
-            "WT": self.labels > 0,
-            "TC": (self.labels == NETC) | (self.labels == ET),
-            "ET": self.labels == ET,
-        }
+        masks = {region: region_mask(self.labels, region) for region in REGIONS}
         self.ids, self.sizes = {}, {}
         for region, mask in masks.items():
             ids, n = cc3d.connected_components(

@@ -15,8 +15,9 @@ from pathlib import Path
 import cc3d
 import numpy as np
 
-from glioseg.data.labels import LABEL_NAMES, REGION_LABELS, REGIONS
+from glioseg.data.labels import LABEL_NAMES, REGIONS, region_mask
 from glioseg.data.modalities import MODALITIES
+from glioseg.evaluate.components import CONNECTIVITY
 from glioseg.report.document import Document
 
 #: Worse than this through-plane voxel size (mm) in the file itself triggers a warning.
@@ -50,8 +51,8 @@ def lesion_summary(labels: np.ndarray, spacing) -> dict[str, dict[str, object]]:
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out = {}
     for region in REGIONS:
-        mask = np.isin(labels, REGION_LABELS[region])
-        components, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
+        mask = region_mask(labels, region)
+        components, n = cc3d.connected_components(mask, connectivity=CONNECTIVITY, return_N=True)
         sizes = np.bincount(components.ravel())[1:] if n else np.zeros(0, int)
         out[region] = {
             "volume_ml": float(mask.sum() * voxel_ml),

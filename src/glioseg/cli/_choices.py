@@ -1,0 +1,19 @@
+"""Option choices shared by the CLI commands (typer needs them as enums)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Definition(str, Enum):
+    """The lesion-wise metric definitions (:data:`glioseg.evaluate.DEFINITIONS`)."""
+
+    brats2024_ssa = "brats2024-ssa"
+    brats2023 = "brats2023"
+
+
+class GeometryCheck(str, Enum):
+    """How a prediction's grid is compared with the ground truth's (:data:`glioseg.evaluate.runner.GEOMETRY_MODES`)."""
+
+    strict = "strict"
+    shape = "shape"
