@@ -113,14 +113,13 @@ def child(spec: dict) -> dict:
     from glioseg.data.cases import discover_cases, load_case
     from glioseg.infer.ensemble import segment_case
     from glioseg.infer.models import ModelGroup, find_members
+    from glioseg.infer.settings import InferenceSettings
 
     data = load_case(discover_cases(spec["case"]).cases[0], with_label=False)
     members = [m for p in spec["members"] for m in find_members(p).members]
     group = ModelGroup(source=Path("ensemble"), members=members)
     t0 = time.perf_counter()
-    prediction = segment_case(
-        data,
-        [group],
+    settings = InferenceSettings(
         tta=spec["tta"],
         overlap=spec["overlap"],
         device="cpu",
@@ -132,6 +131,7 @@ def child(spec: dict) -> dict:
         native_size=spec.get("native_size", True),
         window_norm=spec.get("window_norm", True),
     )
+    prediction = segment_case(data, [group], settings=settings)
     seconds = time.perf_counter() - t0
     np.save(spec["labels_out"], prediction.labels)
     return {"seconds": seconds, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
@@ -165,7 +165,7 @@ def region_dice(a: np.ndarray, b: np.ndarray) -> list[float]:
 
 def _mode_table() -> dict[str, tuple]:
     """glioseg's named modes plus the single-lever variants measured against them."""
-    from glioseg.infer.modes import MODES as NAMED
+    from glioseg.infer.settings import MODES as NAMED
 
     table = {name: (m.tta, m.window, m.overlap, m.members_per_group) for name, m in NAMED.items()}
     table |= {

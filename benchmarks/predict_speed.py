@@ -95,11 +95,12 @@ def child(case_dir: str, members: list[str], tta: str, threads: int) -> dict:
     from glioseg.data.cases import discover_cases, load_case
     from glioseg.infer.ensemble import segment_case
     from glioseg.infer.models import ModelGroup, find_members
+    from glioseg.infer.settings import InferenceSettings
 
     data = load_case(discover_cases(case_dir).cases[0], with_label=False)
     group = ModelGroup(source=Path("ensemble"), members=[m for p in members for m in find_members(p).members])
     t0 = time.perf_counter()
-    segment_case(data, [group], tta=tta, device="cpu")
+    segment_case(data, [group], settings=InferenceSettings(tta=tta, device="cpu"))
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 

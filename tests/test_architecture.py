@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "infer": 4,
     "postprocess": 4,
     "train": 5,
+    "pipeline": 5,  # glioseg.segment: inference + a bundle's post-processing
     "report": 6,
     "experiment": 7,
     "cli": 8,

@@ -14,11 +14,12 @@ from glioseg.data.cases import discover_cases, load_case
 from glioseg.data.labels import labels_to_regions
 from glioseg.data.synthetic import generate_case, write_case
 from glioseg.errors import InputError
-from glioseg.infer import segment
 from glioseg.infer.batch import load_probabilities
 from glioseg.infer.ensemble import segment_case
 from glioseg.infer.models import find_members
+from glioseg.infer.settings import InferenceSettings
 from glioseg.infer.windows import predict_probabilities, tta_flips
+from glioseg.pipeline import segment
 
 from .conftest import write_random_model
 
@@ -60,7 +61,7 @@ def test_output_grid_equals_input_grid(oblique_case, random_model, tmp_path):
 
 
 def test_api_returns_image_on_input_grid(oblique_case, random_model):
-    image = segment(oblique_case, random_model, tta="none", device="cpu")
+    image = segment(oblique_case, random_model, settings=InferenceSettings(tta="none", device="cpu"))
     ref = nib.load(oblique_case / f"{oblique_case.name}-t2f.nii.gz")
     assert image.shape == ref.shape and np.allclose(image.affine, ref.affine)
 
@@ -82,12 +83,20 @@ def test_flip_tta_of_a_mirror_symmetric_input_is_symmetric():
     half = rng.standard_normal((4, 10, 24, 20)).astype(np.float32)
     image = np.concatenate([half, half[:, ::-1]], axis=1)  # symmetric along axis 1
     net = _Mean().eval()
-    plain = predict_probabilities(net, image, (16, 16, 16), 0.5, [()])
+    plain = predict_probabilities(
+        net, image, (16, 16, 16), InferenceSettings(overlap=0.5, device="cpu"), [()]
+    )
     assert not np.allclose(plain, plain[:, ::-1])  # the network itself is not symmetric
-    flipped = predict_probabilities(net, image, (16, 16, 16), 0.5, [(), (0,)])
+    flipped = predict_probabilities(
+        net, image, (16, 16, 16), InferenceSettings(overlap=0.5, device="cpu"), [(), (0,)]
+    )
     assert np.allclose(flipped, flipped[:, ::-1], atol=1e-6)
     full = predict_probabilities(
-        net, np.ascontiguousarray(image[:, :, :, ::-1] + image), (16, 16, 16), 0.5, tta_flips("full")
+        net,
+        np.ascontiguousarray(image[:, :, :, ::-1] + image),
+        (16, 16, 16),
+        InferenceSettings(overlap=0.5, device="cpu"),
+        tta_flips("full"),
     )
     assert np.allclose(full, full[:, ::-1], atol=1e-6) and np.allclose(full, full[:, :, :, ::-1], atol=1e-6)
 
@@ -105,11 +114,16 @@ def test_tta_modes():
 def test_ensemble_of_identical_models_equals_one_model(small_cohort, random_model):
     data = load_case(discover_cases(small_cohort).cases[0], with_label=False)
     group = find_members(random_model)
-    one = segment_case(data, [group], tta="flip")
-    two = segment_case(data, [group, find_members(random_model)], tta="flip")
+    one = segment_case(data, [group], settings=InferenceSettings(tta="flip"))
+    two = segment_case(data, [group, find_members(random_model)], settings=InferenceSettings(tta="flip"))
     assert np.array_equal(one.probabilities, two.probabilities)
     assert np.array_equal(one.labels, two.labels)
-    weighted = segment_case(data, [group, group], weights=[[0.3, 0.2, 0.9], [0.7, 0.1, 0.4]], tta="flip")
+    weighted = segment_case(
+        data,
+        [group, group],
+        weights=[[0.3, 0.2, 0.9], [0.7, 0.1, 0.4]],
+        settings=InferenceSettings(tta="flip"),
+    )
     assert np.allclose(weighted.probabilities, one.probabilities, atol=1e-6)
 
 
@@ -120,17 +134,29 @@ def test_fold_ensemble_is_the_mean_of_its_members(small_cohort, tmp_path):
     write_random_model(folds / "fold_1", seed=2)
     group = find_members(folds)
     assert [m.name for m in group.members] == ["fold_0", "fold_1"]
-    both = segment_case(data, [group], tta="none", track_variance=True)
-    singles = [segment_case(data, [find_members(folds / f)], tta="none") for f in ("fold_0", "fold_1")]
+    both = segment_case(data, [group], settings=InferenceSettings(tta="none"), track_variance=True)
+    singles = [
+        segment_case(data, [find_members(folds / f)], settings=InferenceSettings(tta="none"))
+        for f in ("fold_0", "fold_1")
+    ]
     assert np.allclose(
         both.probabilities, (singles[0].probabilities + singles[1].probabilities) / 2, atol=1e-6
     )
     expected_var = ((singles[0].probabilities - singles[1].probabilities) / 2) ** 2
     assert np.allclose(both.member_probabilities_variance, expected_var, atol=1e-5)
     # without variance tracking the members are summed on the plan grid and restored once
-    summed_first = segment_case(data, [group, find_members(folds / "fold_0")], weights=[0.7, 0.3], tta="none")
+    summed_first = segment_case(
+        data,
+        [group, find_members(folds / "fold_0")],
+        weights=[0.7, 0.3],
+        settings=InferenceSettings(tta="none"),
+    )
     restored_each = segment_case(
-        data, [group, find_members(folds / "fold_0")], weights=[0.7, 0.3], tta="none", track_variance=True
+        data,
+        [group, find_members(folds / "fold_0")],
+        weights=[0.7, 0.3],
+        settings=InferenceSettings(tta="none"),
+        track_variance=True,
     )
     assert np.abs(summed_first.probabilities - restored_each.probabilities).max() < 1e-6
     assert np.array_equal(summed_first.labels, restored_each.labels)
@@ -147,14 +173,18 @@ def test_batched_windows_equal_one_window_per_call(small_cohort, random_model):
     network = member.load()
     patch = member.plan["patch_size"]
     assert window_batch_size(patch) == 2
-    one = predict_probabilities(network, image, patch, 0.5, [()], sw_batch_size=1)
-    batched = predict_probabilities(network, image, patch, 0.5, [()])
+    one = predict_probabilities(
+        network, image, patch, InferenceSettings(overlap=0.5, device="cpu"), [()], sw_batch_size=1
+    )
+    batched = predict_probabilities(network, image, patch, InferenceSettings(overlap=0.5, device="cpu"), [()])
     assert np.abs(one - batched).max() < 1e-5
 
 
 def test_labels_nest_whatever_the_thresholds(small_cohort, random_model):
     data = load_case(discover_cases(small_cohort).cases[1], with_label=False)
-    pred = segment_case(data, [find_members(random_model)], tta="none", thresholds=(0.6, 0.2, 0.1))
+    pred = segment_case(
+        data, [find_members(random_model)], settings=InferenceSettings(tta="none", thresholds=(0.6, 0.2, 0.1))
+    )
     wt, tc, et = labels_to_regions(pred.labels)
     assert np.all(tc <= wt) and np.all(et <= tc)
     assert np.array_equal(wt, pred.probabilities[0] > 0.6)
@@ -244,7 +274,9 @@ def test_bundled_demo_model_segments_a_fresh_synthetic_case():
     case = generate_case(999, 1, "ssa")
     reference = nib.Nifti1Image(case.image[0], case.affine)
     prediction = segment_case(
-        CaseData(case.case_id, case.image, None, reference), [find_members(DEMO_MODEL)], tta="flip"
+        CaseData(case.case_id, case.image, None, reference),
+        [find_members(DEMO_MODEL)],
+        settings=InferenceSettings(tta="flip"),
     )
     wt_pred, wt_true = prediction.labels > 0, case.label > 0
     dice = 2 * (wt_pred & wt_true).sum() / (wt_pred.sum() + wt_true.sum())

@@ -6,10 +6,9 @@ import torch
 
 from glioseg.data.cases import discover_cases, load_case
 from glioseg.errors import ConfigError
-from glioseg.infer.batch import PredictOptions
 from glioseg.infer.ensemble import segment_case
 from glioseg.infer.models import find_members
-from glioseg.infer.modes import resolve_mode
+from glioseg.infer.settings import MODES, InferenceSettings
 from glioseg.infer.windows import member_flips, padded_shape, predict_probabilities, predict_whole, tta_flips
 
 from .conftest import write_random_model
@@ -34,12 +33,22 @@ def test_whole_pass_of_a_lean_network_takes_the_crop_at_its_own_size(tmp_path):
     crop_norms = {
         "window_norm": False
     }  # the crop's own statistics, padding included (see test_window_norm.py)
-    native = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, **crop_norms)
+    native = predict_probabilities(
+        network, image, (32, 32, 32), InferenceSettings(window="whole", device="cpu", **crop_norms), divisor=8
+    )
     padded = predict_probabilities(
-        network, image, (32, 32, 32), window="whole", divisor=8, native_size=False, **crop_norms
+        network,
+        image,
+        (32, 32, 32),
+        InferenceSettings(window="whole", native_size=False, device="cpu", **crop_norms),
+        divisor=8,
     )
     module = predict_probabilities(
-        network, image, (32, 32, 32), window="whole", divisor=8, lean=False, **crop_norms
+        network,
+        image,
+        (32, 32, 32),
+        InferenceSettings(window="whole", lean=False, device="cpu", **crop_norms),
+        divisor=8,
     )
     assert sizes == [
         (24, 32, 24)
@@ -60,16 +69,30 @@ def test_spread_mirrorings_cover_all_eight_over_eight_members():
 
 
 def test_modes_and_overrides():
-    fast = PredictOptions.from_mode("fast")
-    assert (fast.tta, fast.window, fast.members_per_group) == ("none", "whole", 1)
-    assert PredictOptions.from_mode("fast", tta="flip").tta == "flip"
-    assert resolve_mode("reference").tta == "full" and resolve_mode("accurate").tta == "spread"
+    fast = InferenceSettings.for_mode("fast")
+    assert (fast.tta, fast.window, fast.members_per_group, fast.mode) == ("none", "whole", 1, "fast")
+    assert InferenceSettings.for_mode("fast", tta="flip").tta == "flip"
+    assert InferenceSettings.for_mode("reference").tta == "full" and MODES["accurate"].tta == "spread"
     assert (
-        resolve_mode("accurate").window == "sliding"
-        and resolve_mode("accurate", window="whole").window == "whole"
+        InferenceSettings.for_mode("accurate").window == "sliding"
+        and InferenceSettings.for_mode("accurate", window="whole").window == "whole"
     )
     with pytest.raises(ConfigError, match="unknown mode"):
-        resolve_mode("turbo")
+        InferenceSettings.for_mode("turbo")
+
+
+def test_settings_are_checked_when_made():
+    """A bad value is one clear error before any work (no empty segmentation from --thresholds 2)."""
+    for bad, match in (
+        ({"thresholds": (2.0, 2.0, 2.0)}, "thresholds must be three numbers in"),
+        ({"overlap": 1.0}, r"overlap must be in \[0, 1\)"),
+        ({"tta": "rotate"}, "unknown TTA"),
+        ({"window": "tiles"}, "unknown window"),
+        ({"engine": "tensorrt"}, "unknown engine"),
+        ({"members_per_group": 0}, "at least 1"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            InferenceSettings.for_mode("default", **bad)
 
 
 def test_fast_mode_uses_the_first_member_only(small_cohort, tmp_path):
@@ -78,8 +101,12 @@ def test_fast_mode_uses_the_first_member_only(small_cohort, tmp_path):
     write_random_model(folds / "fold_1", seed=2)
     data = load_case(discover_cases(small_cohort).cases[0], with_label=False)
     group = find_members(folds)
-    first_only = segment_case(data, [group], tta="none", window="whole", members_per_group=1)
-    fold0 = segment_case(data, [find_members(folds / "fold_0")], tta="none", window="whole")
+    first_only = segment_case(
+        data, [group], settings=InferenceSettings(tta="none", window="whole", members_per_group=1)
+    )
+    fold0 = segment_case(
+        data, [find_members(folds / "fold_0")], settings=InferenceSettings(tta="none", window="whole")
+    )
     assert np.array_equal(first_only.probabilities, fold0.probabilities)
 
 
@@ -88,9 +115,13 @@ def test_channels_last_gives_the_same_probabilities(small_cohort, tmp_path):
     member = find_members(model).members[0]
     image = np.random.default_rng(0).standard_normal((4, 36, 40, 33)).astype(np.float32)
     network = member.load("cpu")
-    plain = predict_probabilities(network, image, (32, 32, 32), 0.5, [()])
+    plain = predict_probabilities(
+        network, image, (32, 32, 32), InferenceSettings(overlap=0.5, device="cpu"), [()]
+    )
     network = network.to(memory_format=torch.channels_last_3d)
-    fast = predict_probabilities(network, image, (32, 32, 32), 0.5, [()], channels_last=True)
+    fast = predict_probabilities(
+        network, image, (32, 32, 32), InferenceSettings(overlap=0.5, channels_last=True, device="cpu"), [()]
+    )
     assert np.allclose(plain, fast, atol=1e-5)
 
 
@@ -107,20 +138,22 @@ def test_channels_last_is_chosen_per_architecture(small_cohort, tmp_path, monkey
     layouts = []
     original = ensemble.predict_probabilities
 
-    def spy(network, *args, channels_last=False, **kwargs):
+    def spy(network, image, patch, settings, *args, **kwargs):
         layouts.append(
             (
                 type(network).__name__,
-                channels_last,
+                settings.channels_last,
                 next(network.parameters()).is_contiguous(memory_format=torch.channels_last_3d),
             )
         )
-        return original(network, *args, channels_last=channels_last, **kwargs)
+        return original(network, image, patch, settings, *args, **kwargs)
 
     monkeypatch.setattr(ensemble, "predict_probabilities", spy)
-    auto = segment_case(data, groups, tta="none", window="whole")
+    auto = segment_case(data, groups, settings=InferenceSettings(tta="none", window="whole"))
     assert [(cl, weights_cl) for _, cl, weights_cl in layouts] == [(False, False), (True, True)], layouts
-    plain = segment_case(data, groups, tta="none", window="whole", channels_last=False)
+    plain = segment_case(
+        data, groups, settings=InferenceSettings(tta="none", window="whole", channels_last=False)
+    )
     assert [cl for _, cl, _ in layouts[2:]] == [False, False]
     assert np.abs(auto.probabilities - plain.probabilities).max() < 1e-3  # summation order only
 
@@ -132,7 +165,9 @@ def test_onnx_engine_matches_torch(small_cohort, tmp_path, monkeypatch):
     model = write_random_model(tmp_path / "m", seed=4)
     data = load_case(discover_cases(small_cohort).cases[1], with_label=False)
     group = find_members(model)
-    torch_pred = segment_case(data, [group], tta="none", window="sliding")
-    onnx_pred = segment_case(data, [group], tta="none", window="sliding", engine="onnx")
+    torch_pred = segment_case(data, [group], settings=InferenceSettings(tta="none", window="sliding"))
+    onnx_pred = segment_case(
+        data, [group], settings=InferenceSettings(tta="none", window="sliding", engine="onnx")
+    )
     assert np.abs(torch_pred.probabilities - onnx_pred.probabilities).max() < 1e-4
     assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1

@@ -8,6 +8,7 @@ import torch
 
 from glioseg.infer.lean import lean_forward
 from glioseg.infer.models import find_members
+from glioseg.infer.settings import InferenceSettings
 from glioseg.infer.window_norm import WindowGrid, is_instance_norm, window_matched_norms, window_normalise
 from glioseg.infer.windows import predict_probabilities
 from glioseg.models import build_model, model_config
@@ -119,8 +120,16 @@ def test_swapped_norms_are_restored_on_error():
 def test_whole_pass_uses_window_statistics_only_when_asked(tmp_path):
     network = find_members(write_random_model(tmp_path / "m", seed=5)).members[0].load("cpu")
     image = np.random.default_rng(2).standard_normal((4, 60, 44, 36)).astype(np.float32)
-    windowed = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8)
-    crop = predict_probabilities(network, image, (32, 32, 32), window="whole", divisor=8, window_norm=False)
+    windowed = predict_probabilities(
+        network, image, (32, 32, 32), InferenceSettings(window="whole", device="cpu"), divisor=8
+    )
+    crop = predict_probabilities(
+        network,
+        image,
+        (32, 32, 32),
+        InferenceSettings(window="whole", window_norm=False, device="cpu"),
+        divisor=8,
+    )
     with torch.inference_mode():
         direct = torch.sigmoid(
             lean_forward(network, torch.from_numpy(image)[None], WindowGrid((60, 44, 36), (32, 32, 32)))
@@ -151,7 +160,9 @@ def test_window_norm_brings_a_trained_model_closer_to_sliding_windows():
     patch, divisor = member.plan["patch_size"], 2 ** (member.config.n_stages - 1)
 
     def regions(**kwargs):
-        probs = predict_probabilities(network, image, patch, divisor=divisor, **kwargs)
+        probs = predict_probabilities(
+            network, image, patch, InferenceSettings(device="cpu", **kwargs), divisor=divisor
+        )
         return labels_to_regions(probabilities_to_labels(probs, (0.5, 0.5, 0.5)))
 
     def dice(a, b):
@@ -168,10 +179,10 @@ def test_predict_command_exposes_the_normalisation_of_whole_crop_passes(small_co
     from typer.testing import CliRunner
 
     from glioseg.cli import app
-    from glioseg.infer.batch import PredictOptions
+    from glioseg.infer.settings import InferenceSettings
 
-    assert PredictOptions.from_mode("fast").window_norm
-    assert not PredictOptions.from_mode("fast", window_norm=False).window_norm
+    assert InferenceSettings.for_mode("fast").window_norm
+    assert not InferenceSettings.for_mode("fast", window_norm=False).window_norm
     model = write_random_model(tmp_path / "m", seed=4)
     runner = CliRunner()
     for flag, said in (([], "window-matched norms"), (["--global-norm"], "crop norms")):

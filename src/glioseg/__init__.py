@@ -1,14 +1,17 @@
 """glioseg: adult glioma segmentation on multi-parametric MRI for small, low-quality cohorts.
 
-The package is laid out by pipeline stage:
+The package is laid out by pipeline stage, lowest layer first; a module imports only from its
+own layer and the layers below (docs/architecture.md; tests/test_architecture.py enforces it):
 
-``glioseg.data``         discovery, validation, loading/writing of BraTS cases, synthetic generator
-``glioseg.models``       network builders (nnU-Net, MedNeXt) and safe checkpoints
-``glioseg.train``        training and fine-tuning on PyTorch Lightning
-``glioseg.infer``        sliding-window inference, test-time augmentation, ensembles
-``glioseg.postprocess``  component removal and label redefinition
+``glioseg.data``         discovery, validation, loading/writing of BraTS cases, radiomics, synthetic generator
 ``glioseg.evaluate``     BraTS lesion-wise metrics
-``glioseg.report``       previews and HTML/Markdown reports
+``glioseg.models``       networks (nnU-Net, MedNeXt), the plan, safe checkpoints, bundled models
+``glioseg.infer``        inference settings, sliding windows, test-time mirroring, ensembles
+``glioseg.postprocess``  component removal and label redefinition, tuned for lesion-wise Dice
+``glioseg.train``        training, fine-tuning and cross-validation on PyTorch Lightning, releases
+``glioseg.pipeline``     the one-call API ``glioseg.segment``
+``glioseg.report``       previews, case reports, model cards
+``glioseg.experiment``   the seed paper's comparison end to end
 ``glioseg.cli``          the ``glioseg`` command
 
 Conventions used everywhere: channel order ``t1n, t1c, t2w, t2f``; labels
@@ -26,7 +29,7 @@ __all__ = ["__version__", "segment"]
 def __getattr__(name: str):
     # ``glioseg.segment`` without importing torch at ``import glioseg``
     if name == "segment":
-        from glioseg.infer import segment
+        from glioseg.pipeline import segment
 
         return segment
     raise AttributeError(f"module 'glioseg' has no attribute {name!r}")

@@ -45,17 +45,20 @@ def exit_if_failures(messages: list[str], outcome: str = "failed") -> None:
     raise typer.Exit(code=1)
 
 
-def parse_triple(text: str | None, name: str, kind: type = int) -> tuple | None:
-    """Parse ``"64,64,64"`` (or a single ``"64"``) into a 3-tuple; ``None`` stays ``None``."""
+def parse_triple(text: str | None, name: str, kind: type = int, example: str = "64,64,64") -> tuple | None:
+    """Parse ``"64,64,64"`` (or a single ``"64"``) into a 3-tuple; ``None`` stays ``None``.
+
+    ``example`` shows the expected form in the error message.
+    """
     if text is None:
         return None
     parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
     try:
         values = tuple(kind(p) for p in parts)
     except ValueError:
-        raise typer.BadParameter(f"{name} must be three numbers like 64,64,64; got {text!r}") from None
+        raise typer.BadParameter(f"{name} must be three numbers like {example}; got {text!r}") from None
     if len(values) == 1:
         values = values * 3
     if len(values) != 3 or any(v <= 0 for v in values):
-        raise typer.BadParameter(f"{name} must be three positive numbers like 64,64,64; got {text!r}")
+        raise typer.BadParameter(f"{name} must be three positive numbers like {example}; got {text!r}")
     return values

@@ -105,6 +105,7 @@ def demo(
     from glioseg.evaluate import evaluate_labels
     from glioseg.infer.ensemble import segment_case
     from glioseg.infer.models import find_members
+    from glioseg.infer.settings import InferenceSettings
     from glioseg.report.preview import render_preview
 
     t0 = time.perf_counter()
@@ -116,7 +117,7 @@ def demo(
     )
     data = load_case(discover_cases(folder).cases[0])
     t1 = time.perf_counter()
-    prediction = segment_case(data, [find_members(DEMO_MODEL)], tta=tta)
+    prediction = segment_case(data, [find_members(DEMO_MODEL)], settings=InferenceSettings(tta=tta))
     seg_path = save_nifti(
         prediction.labels, out / f"{case.case_id}.nii.gz", reference=data.reference, dtype=np.uint8
     )

@@ -83,7 +83,18 @@ def predict(
 
     from glioseg.infer.batch import PredictOptions, discover_input, load_weights_file, predict_cases
     from glioseg.infer.models import resolve_models
+    from glioseg.infer.settings import InferenceSettings
 
+    settings = InferenceSettings.for_mode(
+        mode.value,
+        tta=tta.value if tta else None,
+        overlap=overlap,
+        window=window,
+        engine=engine,
+        device=device,
+        window_norm=window_norm,
+        thresholds=parse_triple(thresholds, "--thresholds", float, example="0.5,0.4,0.3"),
+    )
     cases, errors = discover_input(input, {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f})
     resolved = resolve_models(model)
     groups = resolved.groups
@@ -117,15 +128,8 @@ def predict(
         def after_case(case, data, prediction, seg_path, record):
             write_case_report(data, prediction, seg_path, out, members, record)
 
-    options = PredictOptions.from_mode(
-        mode.value,
-        tta=tta.value if tta else None,
-        overlap=overlap,
-        window=window,
-        engine=engine,
-        device=device,
-        window_norm=window_norm,
-        thresholds=parse_triple(thresholds, "--thresholds", float),
+    options = PredictOptions(
+        settings=settings,
         save_probabilities=save_probabilities,
         weights=parsed_weights,
         after_case=after_case,
@@ -133,13 +137,13 @@ def predict(
         postprocess=hook,
         postprocess_source=str(postprocess) if postprocess is not None else None,
     )
-    used = sum(min(len(g.members), options.members_per_group or len(g.members)) for g in groups)
-    if options.window == "sliding":
-        window_detail = f" (overlap {options.overlap})"
+    used = sum(min(len(g.members), settings.members_per_group or len(g.members)) for g in groups)
+    if settings.window == "sliding":
+        window_detail = f" (overlap {settings.overlap})"
     else:  # the ONNX graph keeps the crop's statistics
         window_detail = (
             " (window-matched norms)"
-            if options.window_norm and options.engine == "torch"
+            if settings.window_norm and settings.engine == "torch"
             else " (crop norms)"
         )
     for card in resolved.cards:
@@ -148,7 +152,7 @@ def predict(
         )
     console.print(
         f"{len(cases)} case(s), {len(groups)} model(s), {used} of {members} member(s) used; mode {mode.value}: "
-        f"TTA {options.tta}, {options.window} window{window_detail}, engine {options.engine}"
+        f"TTA {settings.tta}, {settings.window} window{window_detail}, engine {settings.engine}"
     )
     report = predict_cases(cases, groups, out, options, printer=console.print)
     failures = [(str(e.path), str(e)) for e in errors] + report.failed

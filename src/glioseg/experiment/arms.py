@@ -69,6 +69,7 @@ def score_arms(exp, arms: list[Arm], test: Path) -> dict[str, dict]:
     from glioseg.evaluate import evaluate, write_outputs
     from glioseg.infer.batch import PredictOptions, load_weights_file, predict_cases
     from glioseg.infer.models import find_members
+    from glioseg.infer.settings import InferenceSettings
 
     cases = discover_cases(test).cases
     scores = {}
@@ -85,10 +86,10 @@ def score_arms(exp, arms: list[Arm], test: Path) -> dict[str, dict]:
 
                 postprocess = make_postprocessor(PostprocessConfig.load(arm.postprocess))
             options = PredictOptions(
-                tta=exp.scale.tta,
+                InferenceSettings(tta=exp.scale.tta, device="auto"),
                 weights=weights,
                 postprocess=postprocess,
-                device="auto",
+                postprocess_source=str(arm.postprocess) if arm.postprocess else None,
                 save_probabilities=arm.key == "ensemble",
                 track_variance=False,
             )

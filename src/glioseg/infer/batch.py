@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,50 +20,22 @@ from glioseg.data.modalities import MODALITIES
 from glioseg.errors import GliosegError, InputError
 from glioseg.infer.ensemble import Prediction, segment_case
 from glioseg.infer.models import ModelGroup
+from glioseg.infer.settings import InferenceSettings
 from glioseg.models.checkpoint import DISCLAIMER
 
 
 @dataclass
 class PredictOptions:
-    tta: str = "flip"
-    overlap: float = 0.5
-    device: str = "auto"
-    thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    save_probabilities: bool = False
+    """What ``glioseg predict`` does around the segmentation itself: the inference settings, ensemble
+    weights, and what is written for each case."""
+
+    settings: InferenceSettings = field(default_factory=InferenceSettings)
     weights: Sequence | np.ndarray | None = None
+    save_probabilities: bool = False
     postprocess: Callable[[np.ndarray, object], np.ndarray] | None = None
+    postprocess_source: str | None = None  # the configuration file behind ``postprocess`` (for provenance)
     after_case: Callable[[Case, object, Prediction, Path, dict], None] | None = None
     track_variance: bool = False
-    window: str = "sliding"
-    engine: str = "torch"
-    channels_last: bool | None = None
-    members_per_group: int | None = None
-    lean: bool = True
-    window_norm: bool = True
-    mode: str = "default"
-    postprocess_source: str | None = None  # the configuration file behind ``postprocess`` (for provenance)
-
-    @classmethod
-    def from_mode(cls, mode: str = "default", **kwargs) -> PredictOptions:
-        """Options of a named mode (:mod:`glioseg.infer.modes`); keyword arguments that are not
-        ``None`` override it."""
-        from glioseg.infer.modes import resolve_mode
-
-        knobs = {
-            k: kwargs.pop(k)
-            for k in (
-                "tta",
-                "window",
-                "overlap",
-                "engine",
-                "channels_last",
-                "members_per_group",
-                "window_norm",
-            )
-            if k in kwargs
-        }
-        settings = resolve_mode(mode, **knobs)
-        return cls(**settings.__dict__, mode=mode, **{k: v for k, v in kwargs.items() if v is not None})
 
 
 @dataclass
@@ -149,7 +121,7 @@ def predict_cases(
 ) -> BatchReport:
     """Segment ``cases`` one by one; a failing case is reported and the others go on."""
     out = Path(out_dir)
-    device = resolve_device(options.device)
+    settings = options.settings.with_(device=resolve_device(options.settings.device))
     for group in groups:  # a model that cannot be loaded is an error of the run, not of a case
         for member in group.members:
             member.load("cpu")
@@ -160,20 +132,7 @@ def predict_cases(
         try:
             data = load_case(case, with_label=False)
             prediction = segment_case(
-                data,
-                groups,
-                options.weights,
-                options.tta,
-                options.overlap,
-                device,
-                options.thresholds,
-                track_variance=options.track_variance,
-                window=options.window,
-                engine=options.engine,
-                channels_last=options.channels_last,
-                members_per_group=options.members_per_group,
-                lean=options.lean,
-                window_norm=options.window_norm,
+                data, groups, options.weights, settings, track_variance=options.track_variance
             )
             labels = prediction.labels
             if options.postprocess is not None:
@@ -239,14 +198,10 @@ def provenance(
     case: Case, output: Path, models: list[dict[str, Any]], options: PredictOptions, warnings: Sequence[str]
 ) -> dict[str, Any]:
     """The sidecar ``<ID>.json`` of an output: inputs, models (name, version, checksum), settings, date, warnings."""
-    settings = {
-        k: v
-        for k, v in asdict(options).items()
-        if k not in ("weights", "postprocess", "after_case", "track_variance", "save_probabilities")
-    }
-    settings["thresholds"] = list(options.thresholds)
+    settings = options.settings.to_dict()
     if options.weights is not None:
         settings["weights"] = np.asarray(options.weights, dtype=float).tolist()
+    settings["postprocess"] = options.postprocess_source
     return {
         "format": "glioseg-prediction-v1",
         "case_id": case.case_id,

@@ -19,8 +19,11 @@ from glioseg.data.labels import REGIONS, probabilities_to_labels
 from glioseg.data.preprocess import preprocess_case, restore_to_original
 from glioseg.errors import ConfigError
 from glioseg.infer.models import ModelGroup
+from glioseg.infer.settings import InferenceSettings
 from glioseg.infer.windows import member_flips, predict_probabilities
 from glioseg.models import prefers_channels_last
+
+DEFAULT_SETTINGS = InferenceSettings()
 
 
 @dataclass
@@ -54,19 +57,9 @@ def segment_case(
     data: CaseData,
     groups: Sequence[ModelGroup],
     weights: Sequence | np.ndarray | None = None,
-    tta: str = "flip",
-    overlap: float = 0.5,
-    device: str = "cpu",
-    thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    settings: InferenceSettings = DEFAULT_SETTINGS,
     track_variance: bool = False,
     progress: Callable[[str], None] | None = None,
-    window: str = "sliding",
-    engine: str = "torch",
-    channels_last: bool | None = None,
-    members_per_group: int | None = None,
-    lean: bool = True,
-    native_size: bool = True,
-    window_norm: bool = True,
 ) -> Prediction:
     """Ensemble prediction for a loaded case.
 
@@ -75,26 +68,18 @@ def segment_case(
     data : CaseData (images ``(4, X, Y, Z)``)
     groups : one :class:`ModelGroup` per ``--model`` (its members are averaged with equal weight)
     weights : per group, one number or (WT, TC, ET) numbers; default equal
-    tta : ``none``, ``flip``, ``full`` mirroring, or ``spread`` (one mirroring per member)
-    overlap : sliding-window overlap
-    thresholds : probability thresholds for WT, TC, ET
+    settings : how to predict (mirroring, windows, members, engine, thresholds, device;
+        :class:`glioseg.infer.settings.InferenceSettings`); ``device="auto"`` means the CPU here
+        (:func:`glioseg.infer.batch.resolve_device` picks a GPU for batches)
     track_variance : also return the voxel-wise variance of the member probabilities
         (for the uncertainty score of reports)
-    window : ``sliding`` windows or ``whole`` (one pass over the brain crop)
-    engine : ``torch`` or ``onnx`` (ONNX Runtime, CPU)
-    channels_last : torch engine in the channels_last_3d memory format; ``None`` decides per
-        network (:func:`glioseg.models.prefers_channels_last`)
-    members_per_group : use only the first N members of each group (fast mode: 1)
-    lean : memory-lean forward for nnU-Net networks (:mod:`glioseg.infer.lean`; same outputs)
-    native_size : whole-crop passes of lean networks take the crop at its own size instead of
-        padding it to multiples of the down-sampling factor
-    window_norm : whole-crop passes normalise with window-matched statistics
-        (:mod:`glioseg.infer.window_norm`) instead of the whole crop's
 
     Returns
     -------
     Prediction
     """
+    device = "cpu" if settings.device == "auto" else settings.device
+    members_per_group = settings.members_per_group
     w = normalise_weights(weights, len(groups))
     shape = data.image.shape[1:]
     accumulated = np.zeros((len(REGIONS), *shape), dtype=np.float32)
@@ -120,25 +105,20 @@ def segment_case(
             if progress:
                 progress(f"{data.case_id}: {group.name}/{member.name}")
             config = member.config
-            member_channels_last = engine == "torch" and (
-                prefers_channels_last(config.family, device) if channels_last is None else channels_last
+            channels_last = settings.engine == "torch" and (
+                prefers_channels_last(config.family, device)
+                if settings.channels_last is None
+                else settings.channels_last
             )
-            network = _predictor(member, device, engine, member_channels_last)
-            flips = member_flips(tta, member_index, data.affine)
-            divisor = 2 ** (config.n_stages - 1)
+            network = _predictor(member, device, settings.engine, channels_last)
+            flips = member_flips(settings.tta, member_index, data.affine)
             probs = predict_probabilities(
                 network,
                 image,
                 member.plan["patch_size"],
-                overlap,
+                settings.with_(channels_last=channels_last, device=device),
                 flips,
-                device,
-                window=window,
-                divisor=divisor,
-                channels_last=member_channels_last,
-                lean=lean,
-                native_size=native_size,
-                window_norm=window_norm,
+                divisor=2 ** (config.n_stages - 1),
             )
             del network
             member_index += 1
@@ -161,7 +141,7 @@ def segment_case(
     if second_moment is not None:  # spread of the members' probabilities (each member counted once)
         mean = first_moment / max(n_members, 1)
         variance = np.maximum(second_moment / max(n_members, 1) - mean * mean, 0)
-    labels = probabilities_to_labels(accumulated, thresholds)
+    labels = probabilities_to_labels(accumulated, settings.thresholds)
     return Prediction(data.case_id, labels, accumulated, variance)
 
 

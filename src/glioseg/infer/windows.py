@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from glioseg.infer.settings import InferenceSettings
+
 TTA_MODES = ("none", "flip", "full", "spread")
 
 
@@ -116,16 +118,10 @@ def predict_probabilities(
     network,
     image: np.ndarray,
     patch_size: Sequence[int],
-    overlap: float = 0.5,
+    settings: InferenceSettings = InferenceSettings(device="cpu"),
     flips: Sequence[tuple[int, ...]] = ((),),
-    device: str | torch.device = "cpu",
-    sw_batch_size: int | None = None,
-    window: str = "sliding",
     divisor: int = 32,
-    channels_last: bool = False,
-    lean: bool = True,
-    native_size: bool = True,
-    window_norm: bool = True,
+    sw_batch_size: int | None = None,
 ) -> np.ndarray:
     """Average sigmoid probabilities over mirrored passes of one network.
 
@@ -135,38 +131,35 @@ def predict_probabilities(
         or an ONNX Runtime predictor)
     image : float32 ``(4, x, y, z)``, preprocessed
     patch_size : window in voxels (the network's training patch)
-    overlap : fraction of a window shared with its neighbour (0 <= overlap < 1), sliding only
+    settings : read here: ``window`` (``sliding`` Gaussian-weighted windows of ``patch_size``, or
+        ``whole``: one pass over the volume zero-padded to multiples of ``divisor``), ``overlap``,
+        ``device`` (a concrete one), ``channels_last`` (a bool: run in ``channels_last_3d``),
+        ``lean`` (nnU-Net's ``PlainConvUNet`` through :func:`glioseg.infer.lean.lean_forward`:
+        same outputs, lower peak memory), ``native_size`` (whole-crop passes of the lean forward
+        at the volume's own size instead of padded) and ``window_norm`` (whole-crop passes of a
+        torch network normalise every feature map with the statistics of the sliding windows
+        that cover it, :mod:`glioseg.infer.window_norm`)
     flips : axis tuples to mirror (see :func:`tta_flips`)
-    sw_batch_size : windows per network call; ``None`` picks :func:`window_batch_size`
-    window : ``sliding`` (Gaussian-weighted windows of ``patch_size``) or ``whole`` (one pass
-        over the volume zero-padded to multiples of ``divisor``)
     divisor : total down-sampling factor of the network (``2 ** (n_stages - 1)``)
-    channels_last : run in the ``channels_last_3d`` memory format
-    lean : run nnU-Net's ``PlainConvUNet`` through :func:`glioseg.infer.lean.lean_forward`
-        (same outputs, in-place normalisation, skips released early: lower peak memory)
-    native_size : with ``window="whole"`` and the lean forward, pass the volume at its own size
-        instead of zero-padding it to multiples of ``divisor`` (a 146 x 194 x 151 brain crop
-        would otherwise grow to 160 x 224 x 160, 34 % more voxels to compute); other networks
-        are always padded
-    window_norm : with ``window="whole"`` and a torch network, normalise every feature map with
-        the statistics of the sliding windows (``patch_size``, ``overlap``) that cover it
-        (:mod:`glioseg.infer.window_norm`) instead of the whole volume's
+    sw_batch_size : windows per network call; ``None`` picks :func:`window_batch_size`
 
     Returns
     -------
     float32 ``(3, x, y, z)`` region probabilities (WT, TC, ET).
     """
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    if window not in ("sliding", "whole"):
-        raise ValueError(f"unknown window mode {window!r}; expected sliding or whole")
+    window, overlap, device, channels_last = (
+        settings.window,
+        settings.overlap,
+        settings.device,
+        settings.channels_last,
+    )
     module = network if isinstance(network, torch.nn.Module) else None
     use_lean = False
-    if lean and module is not None and not channels_last:
+    if settings.lean and module is not None and not channels_last:
         from glioseg.infer.lean import lean_forward, supports_lean_forward
 
         use_lean = supports_lean_forward(module)
-        if use_lean and native_size:
+        if use_lean and settings.native_size:
             divisor = 1
 
     def forward(x: torch.Tensor, grid=None) -> torch.Tensor:
@@ -188,7 +181,7 @@ def predict_probabilities(
             dims = [d + 2 for d in flip]
             xi = torch.flip(x, dims) if dims else x
             if window == "whole":
-                norm_patch = patch_size if window_norm and module is not None else None
+                norm_patch = patch_size if settings.window_norm and module is not None else None
                 logits = predict_whole(forward, xi, divisor, norm_patch, overlap)
             else:
                 from monai.inferers import sliding_window_inference  # imported only here: ~4 s cold

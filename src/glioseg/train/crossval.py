@@ -48,6 +48,7 @@ def predict_out_of_fold(cv_dir: Path, data: Path, folds, tta: str = "flip", prin
     """Predict each fold's validation cases with that fold's model into ``cv_dir/oof``."""
     from glioseg.infer.batch import PredictOptions, predict_cases
     from glioseg.infer.models import find_members
+    from glioseg.infer.settings import InferenceSettings
 
     cases = discover_cases(data).by_id()
     oof = cv_dir / "oof"
@@ -57,7 +58,11 @@ def predict_out_of_fold(cv_dir: Path, data: Path, folds, tta: str = "flip", prin
             continue
         group = find_members(cv_dir / f"fold_{k}")
         report = predict_cases(
-            todo, [group], oof, PredictOptions(tta=tta, save_probabilities=True), printer=printer
+            todo,
+            [group],
+            oof,
+            PredictOptions(InferenceSettings(tta=tta), save_probabilities=True),
+            printer=printer,
         )
         if report.failed:
             raise InputError(report.failed[0][0], f"out-of-fold prediction failed: {report.failed[0][1]}")

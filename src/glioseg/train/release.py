@@ -33,6 +33,7 @@ from glioseg.errors import InputError
 from glioseg.evaluate import CaseResult, evaluate
 from glioseg.infer.ensemble import segment_case
 from glioseg.infer.models import find_members
+from glioseg.infer.settings import InferenceSettings
 from glioseg.models.catalog import BUNDLED_MODELS, ModelCard, read_card, write_card
 from glioseg.models.checkpoint import DISCLAIMER, canonical_state_dict, save_model
 from glioseg.postprocess.apply import apply_to_files
@@ -76,8 +77,9 @@ def _scores(pred: Path, data: Path) -> dict[str, dict[str, float]]:
 def fp16_deviation(member_dir: Path, half_dir: Path, case_dir: Path) -> float:
     """Largest absolute difference of region probabilities between two copies of a member on one case."""
     data = load_case(discover_cases(case_dir).cases[0], with_label=False)
-    full = segment_case(data, [find_members(member_dir)], tta="none", device="cpu").probabilities
-    half = segment_case(data, [find_members(half_dir)], tta="none", device="cpu").probabilities
+    settings = InferenceSettings(tta="none", device="cpu")
+    full = segment_case(data, [find_members(member_dir)], settings=settings).probabilities
+    half = segment_case(data, [find_members(half_dir)], settings=settings).probabilities
     return float(np.abs(full - half).max())
 
 
