@@ -239,9 +239,9 @@ def write_nnunet_results(member: Path, out: Path) -> Path:
                 "data_identifier": "nnUNetPlans_3d_fullres",
                 "preprocessor_name": "DefaultPreprocessor",
                 "batch_size": 2,
-                "patch_size": m.plan["patch_size"],
+                "patch_size": m.plan.patch_size,
                 "median_image_size_in_voxels": [140, 172, 138],
-                "spacing": m.plan["target_spacing"],
+                "spacing": m.plan.target_spacing,
                 "normalization_schemes": ["ZScoreNormalization"] * 4,
                 "use_mask_for_norm": [True] * 4,
                 "resampling_fn_data": "resample_data_or_seg_to_shape",
@@ -357,7 +357,7 @@ def levers(member: Path, case_dir: Path, threads: int, only: tuple[str, ...] = L
     (m,) = find_members(member).members
     net = m.load("cpu")
     data = load_case(discover_cases(case_dir).cases[0], with_label=False)
-    image, _, info = preprocess_case(data, tuple(m.plan["target_spacing"]))
+    image, _, info = preprocess_case(data, tuple(m.plan.target_spacing))
     rows = []
 
     def timed(key, name, fn, repeat=2, note=""):

@@ -168,10 +168,10 @@ def test_batched_windows_equal_one_window_per_call(small_cohort, random_model):
 
     member = find_members(random_model).members[0]
     image, _, _ = preprocess_case(
-        load_case(discover_cases(small_cohort).cases[0], with_label=False), member.plan["target_spacing"]
+        load_case(discover_cases(small_cohort).cases[0], with_label=False), member.plan.target_spacing
     )
     network = member.load()
-    patch = member.plan["patch_size"]
+    patch = member.plan.patch_size
     assert window_batch_size(patch) == 2
     one = predict_probabilities(
         network, image, patch, InferenceSettings(overlap=0.5, device="cpu"), [()], sw_batch_size=1

@@ -154,10 +154,10 @@ def test_window_norm_brings_a_trained_model_closer_to_sliding_windows():
     data = CaseData(
         case.case_id, case.image, None, nib.Nifti1Image(np.zeros((1, 1, 1), np.float32), case.affine)
     )
-    image, _, _ = preprocess_case(data, tuple(member.plan["target_spacing"]))
-    assert all(s > p for s, p in zip(image.shape[1:], member.plan["patch_size"], strict=True))
+    image, _, _ = preprocess_case(data, tuple(member.plan.target_spacing))
+    assert all(s > p for s, p in zip(image.shape[1:], member.plan.patch_size, strict=True))
     network = member.load("cpu")
-    patch, divisor = member.plan["patch_size"], 2 ** (member.config.n_stages - 1)
+    patch, divisor = member.plan.patch_size, 2 ** (member.config.n_stages - 1)
 
     def regions(**kwargs):
         probs = predict_probabilities(

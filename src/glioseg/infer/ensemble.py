@@ -95,7 +95,8 @@ def segment_case(
         share = (group_weights / w.sum(axis=0)).astype(np.float32)[:, None, None, None]
         members = group.members[:members_per_group] if members_per_group else group.members
         for member in members:
-            spacing = tuple(float(s) for s in member.plan["target_spacing"])
+            plan = member.plan
+            spacing = tuple(float(s) for s in plan.target_spacing)
             if spacing not in preprocessed:
                 image, _, info = preprocess_case(
                     CaseData(data.case_id, data.image, None, data.reference), spacing
@@ -115,7 +116,7 @@ def segment_case(
             probs = predict_probabilities(
                 network,
                 image,
-                member.plan["patch_size"],
+                plan.patch_size,
                 settings.with_(channels_last=channels_last, device=device),
                 flips,
                 divisor=2 ** (config.n_stages - 1),

@@ -28,6 +28,7 @@ from glioseg.models.catalog import (
     sha256_file,
     trained_only_on_synthetic,
 )
+from glioseg.models.plan import Plan
 
 
 @dataclass
@@ -42,8 +43,9 @@ class Member:
         return str(self.path.parent.name)
 
     @property
-    def plan(self) -> dict[str, Any]:
-        return self.info["plan"]
+    def plan(self) -> Plan:
+        """The member's :class:`glioseg.models.plan.Plan` (the same object training wrote)."""
+        return Plan.from_dict(self.info["plan"])
 
     @property
     def config(self):
@@ -109,26 +111,18 @@ class ModelGroup:
 
 
 def _check_member(path: Path, info: dict[str, Any]) -> None:
-    plan = info.get("plan") or {}
+    plan = Plan.from_dict(info.get("plan"), source=path)
     config = info.get("model_config") or {}
-    channels = config.get("channel_names") or plan.get("channels")
+    channels = config.get("channel_names") or plan.channels
     if list(channels or []) != list(MODALITIES):
         raise InputError(path, f"model expects channels {channels}, glioseg provides {list(MODALITIES)}")
-    outputs = config.get("output_names") or plan.get("regions")
+    outputs = config.get("output_names") or plan.regions
     if list(outputs or []) != list(REGIONS):
         raise InputError(path, f"model outputs {outputs}, expected region logits {list(REGIONS)}")
     if int(config.get("in_channels", -1)) != len(MODALITIES) or int(config.get("out_channels", -1)) != len(
         REGIONS
     ):
         raise InputError(path, "model configuration must have 4 input and 3 output channels")
-    spacing = plan.get("target_spacing")
-    if not spacing or len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
-        raise InputError(path, f"plan has no valid target spacing ({spacing})")
-    patch = plan.get("patch_size")
-    if not patch or len(patch) != 3 or any(int(p) < 1 for p in patch):
-        raise InputError(path, f"plan has no valid patch size ({patch})")
-    if plan.get("normalization", "zscore-nonzero") != "zscore-nonzero":
-        raise InputError(path, f"unsupported normalisation {plan.get('normalization')!r}")
 
 
 def find_members(source: str | Path) -> ModelGroup:

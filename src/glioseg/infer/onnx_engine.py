@@ -61,7 +61,7 @@ def onnx_predictor(member, threads: int | None = None) -> OnnxPredictor:
         from glioseg.data.io import atomic_path
 
         network = member.load("cpu")
-        patch = tuple(int(p) for p in member.plan["patch_size"])
+        patch = tuple(int(p) for p in member.plan.patch_size)
         example = torch.zeros((1, 4, *patch))
         with atomic_path(path, suffix=".onnx") as tmp:
             torch.onnx.export(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from glioseg.data.cases import Case
 from glioseg.data.io import Geometry, read_image, write_text_atomic
 from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
-from glioseg.errors import ConfigError
+from glioseg.errors import ConfigError, InputError
 
 #: nnU-Net's BraTS 3d_fullres configuration.
 BRATS_PATCH = (128, 128, 128)
@@ -141,8 +141,39 @@ class Plan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> Plan:
+        """The plan stored in ``plan.json`` or a ``model.json`` (unknown keys are ignored).
+
+        With ``source`` (the file it came from) the plan is also checked (:meth:`validate`) and
+        a missing or impossible field is an :class:`~glioseg.errors.InputError` naming that file.
+        """
+        if source is None:
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        if not isinstance(data, dict):
+            raise InputError(source, "model description has no plan")
+        required = [
+            k
+            for k, f in cls.__dataclass_fields__.items()
+            if f.default is MISSING and f.default_factory is MISSING
+        ]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise InputError(source, f"plan lacks {', '.join(missing)}")
+        plan = cls.from_dict(data)
+        plan.validate(source)
+        return plan
+
+    def validate(self, source: str | Path) -> None:
+        """Check what inference relies on: a positive spacing and patch per axis, glioseg's
+        channels, regions and normalisation; an :class:`~glioseg.errors.InputError` names ``source``."""
+        spacing = self.target_spacing
+        if not spacing or len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
+            raise InputError(source, f"plan has no valid target spacing ({spacing})")
+        patch = self.patch_size
+        if not patch or len(patch) != 3 or any(int(p) < 1 for p in patch):
+            raise InputError(source, f"plan has no valid patch size ({patch})")
+        if self.normalization != "zscore-nonzero":
+            raise InputError(source, f"unsupported normalisation {self.normalization!r}")
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
