@@ -3,20 +3,54 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from glioseg.cli._common import console, parse_triple, reports_errors
 
-# shared by train and finetune
-MIRROR_CONSISTENCY_HELP = (
-    "Weight of a mirror-consistency term: each patch is paired with a mirrored copy (twice the work per step); "
-    "makes single-pass inference (--mode fast) closer to the mirrored prediction."
-)
-CONSISTENCY_CROP_HELP = (
-    "Side of the mirrored copy as a fraction of the patch; below 1 a random sub-box, which also teaches "
-    "independence from window borders (sliding windows, whole-crop passes)."
-)
+# Options that train and finetune share: one declaration each, so their names, defaults and help stay the same.
+Splits = Annotated[
+    Path | None, typer.Option(help="splits.json from glioseg split (nnU-Net splits_final.json shape).")
+]
+Fold = Annotated[str | None, typer.Option(help="Fold of --splits to train, or 'all' for cross-validation.")]
+IterationsPerEpoch = Annotated[int | None, typer.Option(help="Iterations per epoch (default: 250).")]
+MemoryBudget = Annotated[
+    float | None, typer.Option(help="GiB a training step may use (default: 60% of GPU or RAM).")
+]
+Devices = Annotated[int, typer.Option(help="GPUs (or CPU processes) per node; >1 uses DDP.")]
+Accelerator = Annotated[str, typer.Option(help="auto, cpu or gpu.")]
+Precision = Annotated[
+    str | None, typer.Option(help="32-true, bf16-mixed or 16-mixed (default: bf16 on GPUs that have it).")
+]
+Seed = Annotated[int, typer.Option(help="Seed of initialisation, sampling and augmentation.")]
+ValEvery = Annotated[int, typer.Option(help="Validate every N epochs.")]
+LowQualityAugment = Annotated[
+    float, typer.Option(help="Probability of the BraTS-Africa-like degradation per patch.")
+]
+MirrorConsistency = Annotated[
+    float,
+    typer.Option(
+        help="Weight of a mirror-consistency term: each patch is paired with a mirrored copy (twice the work "
+        "per step); makes single-pass inference (--mode fast) closer to the mirrored prediction."
+    ),
+]
+ConsistencyCrop = Annotated[
+    float,
+    typer.Option(
+        help="Side of the mirrored copy as a fraction of the patch; below 1 a random sub-box, which also teaches "
+        "independence from window borders (sliding windows, whole-crop passes)."
+    ),
+]
+NumWorkers = Annotated[int, typer.Option(help="Data-loader worker processes.")]
+Cache = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder for preprocessed cases (default: RUN/preprocessed); share it between runs and folds."
+    ),
+]
+OutOfFoldTTA = Annotated[str, typer.Option(help="Mirroring for the out-of-fold predictions of --fold all.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 
 
 def _run(options, resume: bool, tta: str) -> None:
@@ -48,10 +82,10 @@ def train(
         ..., "--model", "-m", help="nnunet, nnunet-resenc or mednext-{s,b,m,l}-k{3,5}."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (weights, plan, logs, curves)."),
-    splits: Path | None = typer.Option(None, help="splits.json (nnU-Net splits_final.json shape)."),
-    fold: str | None = typer.Option(None, help="Fold of --splits to train, or 'all' for cross-validation."),
+    splits: Splits = None,
+    fold: Fold = None,
     epochs: int | None = typer.Option(None, help="Epochs (recipe default: 1000)."),
-    iters_per_epoch: int | None = typer.Option(None, help="Iterations per epoch (recipe default: 250)."),
+    iters_per_epoch: IterationsPerEpoch = None,
     spacing: str | None = typer.Option(
         None, help="Target spacing in mm, e.g. 2 or 1,1,1 (default: dataset median)."
     ),
@@ -60,35 +94,25 @@ def train(
     base_features: int = typer.Option(
         32, help="Channels of the first stage (nnU-Net: 32); fewer for CPU runs."
     ),
-    memory_budget: float | None = typer.Option(
-        None, help="GiB a training step may use (default: 60% of GPU or RAM)."
-    ),
-    devices: int = typer.Option(1, help="GPUs (or CPU processes) per node; >1 uses DDP."),
+    memory_budget: MemoryBudget = None,
+    devices: Devices = 1,
     num_nodes: int = typer.Option(1, help="Nodes for multi-node DDP (see docs/training.md)."),
-    accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
-    precision: str | None = typer.Option(
-        None, help="32-true, bf16-mixed or 16-mixed (default: bf16 on GPUs that have it)."
-    ),
-    seed: int = typer.Option(0, help="Seed of initialisation, sampling and augmentation."),
-    val_every: int = typer.Option(1, help="Validate every N epochs."),
+    accelerator: Accelerator = "auto",
+    precision: Precision = None,
+    seed: Seed = 0,
+    val_every: ValEvery = 1,
     lr: float | None = typer.Option(None, help="Learning rate (recipe default: nnunet 1e-2, mednext 1e-3)."),
-    low_quality_augment: float = typer.Option(
-        0.0, help="Probability of the BraTS-Africa-like degradation per patch."
-    ),
-    mirror_consistency: float = typer.Option(0.0, help=MIRROR_CONSISTENCY_HELP),
-    consistency_crop: float = typer.Option(1.0, help=CONSISTENCY_CROP_HELP),
+    low_quality_augment: LowQualityAugment = 0.0,
+    mirror_consistency: MirrorConsistency = 0.0,
+    consistency_crop: ConsistencyCrop = 1.0,
     no_augment: bool = typer.Option(
         False, "--no-augment", help="Disable spatial and intensity augmentation."
     ),
-    num_workers: int = typer.Option(0, help="Data-loader worker processes."),
-    cache: Path | None = typer.Option(
-        None, help="Folder for preprocessed cases (default: RUN/preprocessed); share it between runs."
-    ),
+    num_workers: NumWorkers = 0,
+    cache: Cache = None,
     allow_empty_labels: bool = typer.Option(False, help="Accept labelled cases without tumour."),
-    tta: str = typer.Option("flip", help="Mirroring for the out-of-fold predictions of --fold all."),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue the run in --out from its last checkpoint."
-    ),
+    tta: OutOfFoldTTA = "flip",
+    resume: Resume = False,
 ) -> None:
     """Train nnU-Net or MedNeXt from scratch (region-based WT/TC/ET, PyTorch Lightning)."""
     from glioseg.train.run import TrainOptions
@@ -130,35 +154,31 @@ def finetune(
         ..., "--pretrained", "-p", help="glioseg model/run, or an nnU-Net v2 result folder or .pth."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (a fold) or CV folder (--fold all)."),
-    splits: Path | None = typer.Option(None, help="splits.json from glioseg split."),
-    fold: str | None = typer.Option(None, help="Fold of --splits, or 'all' for cross-validation."),
+    splits: Splits = None,
+    fold: Fold = None,
     model: str | None = typer.Option(
         None, "--model", "-m", help="Only to grow a MedNeXt k3 start to k5 (UpKern), e.g. mednext-m-k5."
     ),
     pretrained_fold: int = typer.Option(0, help="Fold to take from an nnU-Net v2 result."),
     epochs: int | None = typer.Option(None, help="Epochs (fine-tuning default: 150)."),
-    iters_per_epoch: int | None = typer.Option(None, help="Iterations per epoch (default: 250)."),
+    iters_per_epoch: IterationsPerEpoch = None,
     lr: float | None = typer.Option(None, help="Learning rate (default: a tenth of the recipe's)."),
     warmup_epochs: int | None = typer.Option(None, help="Linear warm-up epochs (default: 5% of the epochs)."),
     freeze_encoder_epochs: int = typer.Option(0, help="Keep the encoder frozen for this many first epochs."),
     batch_size: int | None = typer.Option(None, help="Patches per step (default: the pre-trained plan's)."),
-    memory_budget: float | None = typer.Option(None, help="GiB a training step may use."),
-    devices: int = typer.Option(1, help="GPUs (or CPU processes) per node."),
-    accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
-    precision: str | None = typer.Option(None, help="32-true, bf16-mixed or 16-mixed."),
-    seed: int = typer.Option(0, help="Seed of sampling and augmentation."),
-    val_every: int = typer.Option(1, help="Validate every N epochs."),
-    low_quality_augment: float = typer.Option(
-        0.0, help="Probability of the BraTS-Africa-like degradation per patch."
-    ),
-    mirror_consistency: float = typer.Option(0.0, help=MIRROR_CONSISTENCY_HELP),
-    consistency_crop: float = typer.Option(1.0, help=CONSISTENCY_CROP_HELP),
-    num_workers: int = typer.Option(0, help="Data-loader worker processes."),
-    cache: Path | None = typer.Option(None, help="Folder for preprocessed cases; share it between folds."),
-    tta: str = typer.Option("flip", help="Mirroring for the out-of-fold predictions of --fold all."),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue the run in --out from its last checkpoint."
-    ),
+    memory_budget: MemoryBudget = None,
+    devices: Devices = 1,
+    accelerator: Accelerator = "auto",
+    precision: Precision = None,
+    seed: Seed = 0,
+    val_every: ValEvery = 1,
+    low_quality_augment: LowQualityAugment = 0.0,
+    mirror_consistency: MirrorConsistency = 0.0,
+    consistency_crop: ConsistencyCrop = 1.0,
+    num_workers: NumWorkers = 0,
+    cache: Cache = None,
+    tta: OutOfFoldTTA = "flip",
+    resume: Resume = False,
 ) -> None:
     """Fine-tune a pre-trained model on a small local cohort, keeping the pre-trained plan."""
     from glioseg.train.run import TrainOptions
