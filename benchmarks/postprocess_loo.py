@@ -32,13 +32,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from glioseg.data.labels import REGIONS  # noqa: E402
-from glioseg.postprocess.tune import (  # noqa: E402
-    Grid,
-    region_statistics,
-    score_cohort,
-    select_setting,
-    stack_scores,
-)
+from glioseg.postprocess.grid import Grid  # noqa: E402
+from glioseg.postprocess.scoring import stack_scores  # noqa: E402
+from glioseg.postprocess.selection import region_statistics, select_setting  # noqa: E402
+from glioseg.postprocess.tune import score_cohort  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -17,7 +17,8 @@ from glioseg.postprocess import (
     redefine_label,
     remove_small_components,
 )
-from glioseg.postprocess.tune import CasePlan, Grid, Setting, score_case
+from glioseg.postprocess.grid import Grid, Setting
+from glioseg.postprocess.scoring import CasePlan, score_case
 
 STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 

@@ -10,7 +10,8 @@ import pytest
 
 from glioseg.evaluate import Pair, evaluate_labels, load_checked_pair
 from glioseg.postprocess import apply_operations
-from glioseg.postprocess.tune import Grid, score_case
+from glioseg.postprocess.grid import Grid
+from glioseg.postprocess.scoring import score_case
 
 pytestmark = pytest.mark.realdata
 

@@ -17,7 +17,9 @@ from glioseg.data.radiomics.clusters import assign_clusters, fit_cluster_model
 from glioseg.data.synthetic import generate_case, write_case
 from glioseg.evaluate import evaluate_labels, read_labels
 from glioseg.postprocess import PostprocessConfig, apply_operations
-from glioseg.postprocess.tune import Grid, Setting, select_setting, tune
+from glioseg.postprocess.grid import Grid, Setting
+from glioseg.postprocess.selection import select_setting
+from glioseg.postprocess.tune import tune
 
 from .conftest import write_random_model
 

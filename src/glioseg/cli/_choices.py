@@ -13,7 +13,7 @@ class Definition(str, Enum):
 
 
 class GeometryCheck(str, Enum):
-    """How a prediction's grid is compared with the ground truth's (:data:`glioseg.evaluate.runner.GEOMETRY_MODES`)."""
+    """How a prediction's grid is checked against the ground truth's (``evaluate.runner.GEOMETRY_MODES``)."""
 
     strict = "strict"
     shape = "shape"

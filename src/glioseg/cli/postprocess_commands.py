@@ -59,7 +59,7 @@ def tune(
 
     from glioseg.data.io import read_json
     from glioseg.errors import InputError
-    from glioseg.postprocess.tune import Grid
+    from glioseg.postprocess.grid import Grid
     from glioseg.postprocess.tune import tune as run_tune
 
     chosen_grid = Grid()

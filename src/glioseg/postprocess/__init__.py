@@ -2,7 +2,9 @@
 
 * :mod:`.operations`: remove small components, keep the largest, redefine a label by volume ratio;
 * :mod:`.config`: :class:`PostprocessConfig` (JSON), the ordered operations, optionally per radiomic cluster;
-* :mod:`.tune`: the grid search on out-of-fold predictions (``glioseg postprocess tune``).
+* :mod:`.tune`: the grid search on out-of-fold predictions (``glioseg postprocess tune``), built on
+  :mod:`.grid` (the settings tried), :mod:`.scoring` (a case's scores under every setting) and
+  :mod:`.selection` (the selection rule and paired statistics).
 
 See ``docs/postprocessing.md``.
 """
