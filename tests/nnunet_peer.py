@@ -1,4 +1,4 @@
-"""nnU-Net v2's side of the import test; run as a script in a subprocess by tests/test_nnunet_import.py.
+"""nnU-Net v2's side of the import test; run as a script in a subprocess by tests/test_nnunet_import_peer.py.
 
 Usage: ``python tests/nnunet_peer.py DATASET_ID OUT.npz`` with ``nnUNet_raw``, ``nnUNet_preprocessed``
 and ``nnUNet_results`` set (nnU-Net reads them when imported).  With nnunetv2's own code it

@@ -20,14 +20,12 @@ memory of ``--window whole``.  :func:`lean_forward`
   padding to multiples of 32 (which would add 34 % voxels to that crop).
 
 For sizes the module accepts, outputs equal the module's to float32 rounding (tested against
-``network(x)``).  Measured on this project's 2-core CPU (``benchmarks/cpu_inference.py``), one
-pass over a full-size case's crop with the BraTS nnU-Net: peak RSS 5.8 -> 4.2 GiB at about the
-same speed on the padded crop (``fast+module`` vs ``fast+padded``), and 3.1 GiB, 27.6 s at the
-crop's own size (25.4 s with the faster statistics; 26.8 s with window-matched ones, ``fast``).
-Convolving large tensors in slabs, so that oneDNN's layout copies would cover one slab, was
-tried and dropped: 15 % slower for 0.06 GiB less.  Networks with another structure, or with
-normalisations that use running statistics, fall back to ``network(x)``; see
-:func:`supports_lean_forward`.
+``network(x)``).  It lowers the peak memory of a whole-crop pass at about the same speed, and
+the crop at its own size is also faster; convolving large tensors in slabs was tried and dropped
+(slower for little memory).  The measurements: docs/performance.md, "The memory-lean forward"
+(``benchmarks/cpu_inference.py``, ``fast+module`` / ``fast+padded`` / ``fast``).  Networks with
+another structure, or with normalisations that use running statistics, fall back to
+``network(x)``; see :func:`supports_lean_forward`.
 """
 
 from __future__ import annotations
@@ -209,8 +207,7 @@ def _normalise_and_activate_(
         )
         return _activate_(y, act)
     # centre in place, then the variance is the squared 2-norm: two fast reductions instead of
-    # torch.var_mean, which is ~10x slower on the CPU (a 32-channel 146 x 194 x 151 feature map:
-    # 0.49 s against 0.05 s on this project's 2-core machine)
+    # torch.var_mean, which is much slower on the CPU (docs/performance.md, "Levers measured")
     dims = tuple(range(2, y.ndim))
     y.sub_(y.mean(dim=dims, keepdim=True))
     var = torch.linalg.vector_norm(y, dim=dims, keepdim=True).square_().div_(y[0, 0].numel())

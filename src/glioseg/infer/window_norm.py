@@ -19,11 +19,9 @@ each voxel is normalised with the Gaussian-weighted mean of its windows' affine 
 All sums are separable over the three axes, so the statistics cost a few extra passes over each
 feature map (plane by plane: no full-size temporary), not extra convolutions.  What it does not
 reproduce is the zero padding at window borders inside the crop, so the result is close to, not
-equal to, sliding windows.  Measured on this project's 2-core CPU (docs/performance.md): for the
-trained nnU-Net fold of the ``small`` experiment, a whole-crop pass agreed with its 8-mirroring
-sliding-window reference at 0.840 / 0.627 / 0.593 Dice (WT / TC / ET, mean of three synthetic
-cases) with the crop's statistics and at 0.889 / 0.839 / 0.821 with window-matched ones; one
-BraTS-plan pass took 25.4 -> 26.8 s.
+equal to, sliding windows.  It brings a whole-crop pass much closer to the sliding-window
+reference than the crop's own statistics, for a small extra cost; the agreement and timings are
+in docs/performance.md ("Agreement ... with window-matched normalisation").
 """
 
 from __future__ import annotations

@@ -103,9 +103,9 @@ def window_batch_size(patch_size: Sequence[int]) -> int:
 
     PyTorch's CPU convolution sends a single-sample input with 3x3x3 kernels to its slow
     native kernel when ``N * C * D * H <= 20480`` (oneDNN otherwise), which is every stage of a
-    small patch: two windows per call are ~6x faster per window for the ``small`` plan's
-    nnU-Net (40^3, 8 features) on this project's 2-core CPU, at twice the activation memory.
-    Large patches already reach oneDNN and keep one window per call to bound memory.
+    small patch: two windows per call reach oneDNN and are much faster per window, at twice the
+    activation memory (docs/performance.md).  Large patches already reach oneDNN and keep one
+    window per call to bound memory.
 
     >>> window_batch_size((40, 40, 40)), window_batch_size((128, 128, 128))
     (2, 1)

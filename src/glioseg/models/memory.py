@@ -3,9 +3,8 @@
 Activations are counted by running the network once on PyTorch's ``meta`` device (shapes only, no
 memory, no arithmetic) and summing the elements of every leaf module's output, which is what
 autograd keeps for the backward pass.  Gradient checkpointing keeps only block inputs; its
-factor was calibrated on CPU: peak RSS of two SGD steps at 64^3, batch 2, full width, measured with
-``resource.getrusage`` (nnU-Net 2.05 GiB, MedNeXt-S 4.93 GiB, MedNeXt-M with checkpointing 3.68 GiB;
-the estimate is within 10 % of each).
+factor and the safety margin were calibrated against measured peaks on the CPU (the
+calibration: docs/performance.md, "Memory estimate").
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from torch import nn
 BYTES_FP32 = 4
 #: Fraction of activations kept when MedNeXt blocks are checkpointed (measured, see module doc).
 CHECKPOINT_FACTOR = 0.45
-#: Leaf outputs miss a few temporaries (residual sums, loss); measured peaks were up to 10 % higher.
+#: Leaf outputs miss a few temporaries (residual sums, loss); measured peaks were a little higher.
 ACTIVATION_SAFETY = 1.1
 #: Framework and allocator overhead (GiB): torch, MONAI and Lightning imported, nothing allocated.
 OVERHEAD_GIB = 0.8
