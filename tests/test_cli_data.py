@@ -95,8 +95,18 @@ def test_train_and_finetune_declare_their_shared_options_once():
     group = typer.main.get_command(app)
     params = {name: {p.name: p for p in group.commands[name].params} for name in ("train", "finetune")}
     shared = set(params["train"]) & set(params["finetune"])
-    assert {"splits", "fold", "seed", "cache", "resume", "mirror_consistency", "low_quality_augment"} <= shared
+    assert {
+        "splits",
+        "fold",
+        "seed",
+        "cache",
+        "resume",
+        "mirror_consistency",
+        "low_quality_augment",
+    } <= shared
     differ = {"data", "out", "model", "epochs", "lr", "batch_size"}  # meant to differ (defaults or meaning)
     for name in sorted(shared - differ):
         train, finetune = params["train"][name], params["finetune"][name]
-        assert (train.opts, train.default, train.help) == (finetune.opts, finetune.default, finetune.help), name
+        assert (train.opts, train.default, train.help) == (finetune.opts, finetune.default, finetune.help), (
+            name
+        )
