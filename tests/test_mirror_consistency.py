@@ -15,11 +15,10 @@ from glioseg.train.recipes import RECIPES
 PATCH = 16
 
 
-def _module(weight: float, seed: int = 0, crop: float = 1.0) -> SegmentationModule:
-    torch.manual_seed(seed)
-    config = model_config("nnunet", 3, base_features=4)
-    plan = Plan(
-        model="nnunet",
+def _plan(model: str = "nnunet") -> Plan:
+    config = model_config(model, 3, base_features=4)
+    return Plan(
+        model=model,
         target_spacing=[4.0] * 3,
         patch_size=[PATCH] * 3,
         batch_size=2,
@@ -31,7 +30,13 @@ def _module(weight: float, seed: int = 0, crop: float = 1.0) -> SegmentationModu
         median_shape=[PATCH] * 3,
         model_config=config.to_dict(),
     )
-    return SegmentationModule(plan, RECIPES["nnunet"].with_(mirror_consistency=weight, consistency_crop=crop))
+
+
+def _module(weight: float, seed: int = 0, crop: float = 1.0) -> SegmentationModule:
+    torch.manual_seed(seed)
+    return SegmentationModule(
+        _plan(), RECIPES["nnunet"].with_(mirror_consistency=weight, consistency_crop=crop)
+    )
 
 
 def _batch(seed: int) -> dict[str, torch.Tensor]:
@@ -224,20 +229,7 @@ def test_cli_flags_reach_the_recipe_and_the_logs(small_cohort, tmp_path):
 def test_mednext_trains_in_channels_last_on_the_cpu_with_the_same_loss():
     """The layout is a speed lever only (glioseg.models.prefers_channels_last): same loss, same gradients."""
     torch.manual_seed(0)
-    config = model_config("mednext-s-k3", 3, base_features=4)
-    plan = Plan(
-        model="mednext-s-k3",
-        target_spacing=[4.0] * 3,
-        patch_size=[PATCH] * 3,
-        batch_size=2,
-        n_stages=3,
-        base_features=4,
-        max_features=320,
-        memory_budget_gib=1.0,
-        estimated_memory_gib=0.1,
-        median_shape=[PATCH] * 3,
-        model_config=config.to_dict(),
-    )
+    plan = _plan("mednext-s-k3")
     plain = SegmentationModule(plan, RECIPES["mednext"])
     fast = SegmentationModule(plan, RECIPES["mednext"])
     fast.load_state_dict(plain.state_dict())
