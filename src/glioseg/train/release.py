@@ -30,17 +30,20 @@ from glioseg.data.cases import discover_cases, load_case
 from glioseg.data.io import read_json
 from glioseg.data.labels import REGIONS
 from glioseg.errors import InputError
-from glioseg.evaluate import CaseResult, evaluate
+from glioseg.evaluate import CaseResult, evaluate, evaluate_labels
 from glioseg.infer.ensemble import segment_case
 from glioseg.infer.models import find_members
 from glioseg.infer.settings import InferenceSettings
 from glioseg.models.catalog import BUNDLED_MODELS, ModelCard, read_card, write_card
 from glioseg.models.checkpoint import DISCLAIMER, canonical_state_dict, save_model
 from glioseg.postprocess.apply import apply_to_files
-from glioseg.postprocess.config import PostprocessConfig
+from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
 
 #: Largest allowed change of any region probability when weights are stored as float16.
 FP16_TOLERANCE = 1e-3
+#: Labelled cases whose shipped-pipeline Dice the card records (the first validation case of each of
+#: the first folds), for the real-data regression test.
+REGRESSION_CASES = 2
 #: Architectures of a release, in ensemble order.
 GROUPS = ("nnunet", "mednext")
 
@@ -72,6 +75,24 @@ def _scores(pred: Path, data: Path) -> dict[str, dict[str, float]]:
     if run.failures:
         raise InputError(run.failures[0].case_id, f"cannot score {pred}: {run.failures[0].message}")
     return score_summary(run.results)
+
+
+def regression_scores(groups, weights, postprocess: Path | None, cases) -> dict[str, dict[str, float]]:
+    """Lesion-wise Dice of the shipped pipeline (default mode, the bundle's weights and
+    post-processing, float16 weights as shipped) on a few labelled cases: recorded in the card at
+    release so that a test can tell when the pipeline's results drift."""
+    settings = InferenceSettings.for_mode("default", device="cpu")
+    hook = make_postprocessor(PostprocessConfig.load(postprocess)) if postprocess else None
+    out = {}
+    for case in cases:
+        data = load_case(case)
+        w = None if weights is None else [[float(x[r]) for r in REGIONS] for x in weights]
+        labels = segment_case(data, groups, w, settings).labels
+        if hook is not None:
+            labels = hook(labels, data)
+        result = evaluate_labels(labels, data.label, data.spacing, "brats2024-ssa", case.case_id)
+        out[case.case_id] = {r: round(result.regions[r].lesionwise_dice, 4) for r in REGIONS}
+    return out
 
 
 def fp16_deviation(member_dir: Path, half_dir: Path, case_dir: Path) -> float:
@@ -167,6 +188,14 @@ def package_release(
                     _scores(Path(tmp), data)
                 )
         results["fp16"] = fp16
+        folds = read_json(work / "splits.json", "splits")
+        regression_cases = [fold["val"][0] for fold in folds[:REGRESSION_CASES]]
+        results["regression"] = regression_scores(
+            [find_members(staging / g) for g in groups],
+            [weights.get(g) for g in groups] if has_ensemble and weights else None,
+            staging / "pp.json" if postprocess else None,
+            [cases[c] for c in regression_cases],
+        )
         doc = {
             **card,
             "name": name,
