@@ -1,6 +1,6 @@
 """Training throughput and peak memory of nnU-Net and MedNeXt at the BraTS plan and at CPU plans.
 
-Usage: python benchmarks/train_throughput.py [--steps 2] [--device cpu|cuda] [--only NAME]
+Usage: python benchmarks/train_throughput.py [--steps 2] [--device cpu|cuda] [--only NAME] [--layout auto|default]
 
 Each configuration runs in its own process (so peak memory is its own): build the network
 through the registry, then ``--steps`` timed training steps (forward with deep supervision,
@@ -8,6 +8,12 @@ region Dice+BCE loss, backward, optimiser step of the model's recipe) after one 
 on random inputs of the plan's patch and batch size.  Prints iterations per second and peak
 memory (CPU: peak RSS of the process; CUDA: ``torch.cuda.max_memory_allocated``).  A
 configuration whose planner estimate exceeds the machine's free memory is skipped and says so.
+``--layout auto`` (default) uses the memory layout ``glioseg train`` uses
+(``glioseg.models.prefers_channels_last``: ``channels_last_3d`` for MedNeXt on the CPU);
+``--layout default`` keeps PyTorch's default layout, to measure that lever.
+
+The comparison with nnunetv2's own trainer (same network, data, patch and batch, with the share
+of loading and augmentation): ``benchmarks/train_peer.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ CONFIGS = [
     ("brats-mednext-m", "mednext-m-k3", 128, 2, 32, "BraTS plan: 1 mm, 128^3, batch 2 (MedNeXt-M k3)"),
     ("cpu-nnunet", "nnunet", 64, 2, 16, "CPU plan: 2 mm, 64^3, batch 2, 16 base features"),
     ("cpu-mednext-m", "mednext-m-k3", 64, 2, 16, "CPU plan: 2 mm, 64^3, batch 2, 16 base features"),
+    ("cpu-mednext-s", "mednext-s-k3", 64, 2, 16, "release brats-2mm: 2 mm, 64^3, batch 2, 16 base features"),
     ("small-nnunet", "nnunet", 40, 2, 8, "experiment 'small': 3 mm, 40^3, batch 2, 8 base features"),
     ("small-mednext-s", "mednext-s-k3", 40, 2, 8, "experiment 'small': 3 mm, 40^3, batch 2, 8 base features"),
     ("tiny-nnunet", "nnunet", 32, 2, 8, "test plan: 4 mm, 32^3, batch 2, 8 base features"),
@@ -34,10 +41,12 @@ CONFIGS = [
 ]
 
 
-def run_one(model: str, patch: int, batch: int, base: int, steps: int, device: str) -> dict:
+def run_one(
+    model: str, patch: int, batch: int, base: int, steps: int, device: str, layout: str = "auto"
+) -> dict:
     import torch
 
-    from glioseg.models import build_model, model_config
+    from glioseg.models import build_model, model_config, prefers_channels_last
     from glioseg.models.plan import n_stages_for_patch
     from glioseg.train.loss import DeepSupervisionLoss
     from glioseg.train.recipes import build_optimizer, recipe_for
@@ -45,10 +54,15 @@ def run_one(model: str, patch: int, batch: int, base: int, steps: int, device: s
     torch.manual_seed(0)
     config = model_config(model, n_stages_for_patch((patch,) * 3), base)
     network = build_model(config).to(device).train()
+    channels_last = layout == "auto" and prefers_channels_last(config.family, device)
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last_3d)
     optimizer = build_optimizer(recipe_for(model), network.parameters())
     loss_fn = DeepSupervisionLoss()
     x = torch.randn(batch, 4, patch, patch, patch, device=device)
     y = (torch.rand(batch, 3, patch, patch, patch, device=device) > 0.8).float()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device == "cuda"
@@ -88,11 +102,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", default=None, help="run only configurations whose name contains this")
+    parser.add_argument("--layout", choices=("auto", "default"), default="auto")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         model, patch, batch, base = args.child.split(":")
-        print(json.dumps(run_one(model, int(patch), int(batch), int(base), args.steps, args.device)))
+        print(
+            json.dumps(
+                run_one(model, int(patch), int(batch), int(base), args.steps, args.device, args.layout)
+            )
+        )
         return
 
     import torch
@@ -132,6 +151,8 @@ def main() -> None:
             str(args.steps),
             "--device",
             args.device,
+            "--layout",
+            args.layout,
         ]
         proc = subprocess.run(child, capture_output=True, text=True)
         if proc.returncode != 0:
