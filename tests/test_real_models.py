@@ -15,6 +15,7 @@ from glioseg.models.catalog import bundled_cards
 REAL = [c for c in bundled_cards() if not c.synthetic]
 TOLERANCE = 0.02
 
+
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize("card", REAL, ids=[c.name for c in REAL])
