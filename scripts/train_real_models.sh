@@ -65,7 +65,7 @@ stage_postprocess() {
     --clusters "$WORK/splits.model.json"
 }
 stage_package() {
-  "$GLIOSEG" models package "$WORK" --name "$NAME" --data "$DATA"
+  "$GLIOSEG" models package "$WORK" --name "$NAME" --data "$DATA" --card "$WORK/card-fields.json"
 }
 
 stages=("$@")
