@@ -96,3 +96,16 @@ def test_no_import_cycle():
         if start not in state:
             visit(start, [start])
     assert not cycles, "\n".join(cycles)
+
+
+#: Longest module allowed: past it, a module holds more than one concept (docs/architecture.md).
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_over_the_size_limit():
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in SRC.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"split these modules (over {MAX_MODULE_LINES} lines): {long}"
