@@ -70,7 +70,10 @@ def read_feature_table(path: str | Path):
     if not p.is_file():
         raise InputError(p, "feature table not found")
     try:
-        frame = pd.read_csv(p, float_precision="round_trip")
+        # features must read back bit for bit (saved cluster models are applied to them): pandas 3
+        # parses floats to the exact round trip by default and deprecates the option older ones need
+        exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+        frame = pd.read_csv(p, **exact)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(p, f"unreadable CSV ({type(exc).__name__}: {exc})") from None
     if "case_id" not in frame.columns:
