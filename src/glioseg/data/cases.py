@@ -35,6 +35,7 @@ from glioseg.data.io import (
     read_image,
     read_json,
     strip_nifti_suffix,
+    walk_tree,
 )
 from glioseg.data.labels import ET, NETC, SNFH
 from glioseg.data.modalities import (
@@ -160,7 +161,7 @@ def discover_cases(root: str | Path) -> DiscoveryResult:
     if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
         _discover_nnunet(root, result)
     else:
-        folders = [root] + sorted(p for p in root.rglob("*") if p.is_dir())
+        folders, _ = walk_tree(root)  # follows links to case folders; loops entered once
         for folder in folders:
             _discover_brats_folder(folder, result)
     if not result.cases and not result.errors:

@@ -253,3 +253,45 @@ def save_nifti(
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))
     return Path(path)
+
+
+def walk_tree(root: str | Path) -> tuple[list[Path], list[Path]]:
+    """Every folder and every file under ``root`` (itself included), following symbolic links.
+
+    Data folders made of links (an nnU-Net raw folder, cluster storage) are common, and pathlib's
+    ``rglob`` does not follow directory links on Python 3.11.  A link back into a folder already
+    walked (a loop) is not entered again, so each real folder is visited once.
+
+    Returns
+    -------
+    (folders, files), each sorted, as paths under ``root`` (links not resolved).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     os.makedirs(os.path.join(d, "real", "case"))
+    ...     _ = open(os.path.join(d, "real", "case", "a.nii.gz"), "w").close()
+    ...     os.symlink(os.path.join(d, "real"), os.path.join(d, "real", "case", "loop"))
+    ...     os.makedirs(os.path.join(d, "links"))
+    ...     os.symlink(os.path.join(d, "real", "case"), os.path.join(d, "links", "case"))
+    ...     folders, files = walk_tree(os.path.join(d, "links"))
+    ...     [str(f.relative_to(d)) for f in files]
+    ['links/case/a.nii.gz']
+    """
+    base = Path(root)
+    seen = {os.path.realpath(base)}
+    folders, files = [base], []
+    for current, dirnames, filenames in os.walk(base, followlinks=True):
+        kept = []
+        for name in sorted(dirnames):
+            real = os.path.realpath(os.path.join(current, name))
+            if real not in seen:  # a loop or a second link to a folder already walked
+                seen.add(real)
+                kept.append(name)
+        dirnames[:] = kept
+        folders.extend(Path(current) / name for name in kept)
+        files.extend(
+            Path(current) / name for name in filenames if os.path.isfile(os.path.join(current, name))
+        )
+    return sorted(folders), sorted(files)

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glioseg.data.io import strip_nifti_suffix
+from glioseg.data.io import strip_nifti_suffix, walk_tree
 from glioseg.errors import ConfigError, InputError
 
 _SEG_SUFFIX = re.compile(r"^(?P<id>.+?)[-_](?P<kind>seg|pred)$")
@@ -91,7 +91,7 @@ def ground_truth_case_id(path: str | Path) -> str | None:
 
 def _collect(root: Path, case_id_of) -> tuple[dict[str, Path | None], dict[str, InputError]]:
     found: dict[str, list[Path]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in walk_tree(root)[1]:  # follows links to case folders
         if _IMAGE_FOLDERS.intersection(path.relative_to(root).parts[:-1]):
             continue
         case_id = case_id_of(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from glioseg.data.io import walk_tree
 from glioseg.errors import GliosegError, InputError
 from glioseg.postprocess.config import PostprocessConfig
 
@@ -37,7 +38,7 @@ def collect_predictions(pred: str | Path) -> tuple[dict[str, Path], list[str]]:
     if root.is_file():
         return {prediction_case_id(root) or strip_nifti_suffix(root.name) or root.stem: root}, []
     found: dict[str, list[Path]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in walk_tree(root)[1]:  # follows links to case folders
         case_id = prediction_case_id(path)
         if case_id is not None:
             found.setdefault(case_id, []).append(path)
