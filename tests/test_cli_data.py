@@ -110,3 +110,26 @@ def test_train_and_finetune_declare_their_shared_options_once():
         assert (train.opts, train.default, train.help) == (finetune.opts, finetune.default, finetune.help), (
             name
         )
+
+
+def test_version_and_messages_keep_square_brackets(tmp_path):
+    """Error text is printed verbatim, never read as console markup ('glioseg[bench]' lost its brackets)."""
+    from glioseg._version import __version__
+
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == f"glioseg {__version__}"
+    missing = tmp_path / "case[1].nii.gz"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--pred",
+            str(missing),
+            "--gt",
+            str(tmp_path / "gt.nii.gz"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {missing}: prediction not found"

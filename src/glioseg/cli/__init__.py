@@ -29,6 +29,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from glioseg._version import __version__
+
+        typer.echo(f"glioseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print glioseg's version and exit."
+    ),
+) -> None:
+    pass
+
+
 data_commands.register(app)
 train_commands.register(app)
 infer_commands.register(app)

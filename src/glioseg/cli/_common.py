@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from glioseg.errors import GliosegError
 
@@ -16,6 +17,20 @@ console = Console(stderr=False, highlight=False, soft_wrap=True, markup=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable)
+
+_LABELS = {
+    "error": "[bold red]error:[/]",
+    "warning": "[yellow]warning:[/]",
+    "failed": "[red]failed[/]",
+    "unmatched": "[yellow]unmatched[/]",
+}
+
+
+def say(kind: str, text: object) -> None:
+    """One line on stderr: a coloured label (``error:``, ``warning:``, ``failed``, ``unmatched``), then
+    ``text`` exactly as given: file names and messages are never read as console markup, so square
+    brackets (``glioseg[bench]``, ``case[1].nii.gz``) survive."""
+    err_console.print(f"{_LABELS[kind]} {escape(str(text))}", soft_wrap=True)
 
 
 def reports_errors(func: F) -> F:
@@ -26,7 +41,7 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except GliosegError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            say("error", exc)
             raise typer.Exit(code=1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; finished outputs are kept, nothing half-written was left behind")
@@ -39,9 +54,9 @@ def exit_if_failures(messages: list[str], outcome: str = "failed") -> None:
     """After a batch: list the cases that did not go through (one line each) and exit with status 1."""
     if not messages:
         return
-    err_console.print(f"[bold red]error:[/] {len(messages)} case(s) {outcome}:", soft_wrap=True)
+    say("error", f"{len(messages)} case(s) {outcome}:")
     for message in messages:
-        err_console.print(f"  {message}", soft_wrap=True)
+        err_console.print(f"  {escape(str(message))}", soft_wrap=True)
     raise typer.Exit(code=1)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from glioseg.cli._choices import Definition, GeometryCheck
-from glioseg.cli._common import console, err_console, exit_if_failures, reports_errors
+from glioseg.cli._common import console, exit_if_failures, reports_errors, say
 
 _METRIC_ROWS = (
     ("lesionwise_dice", "lesion-wise Dice", 3),
@@ -68,7 +68,7 @@ def evaluate(
 
     def progress(case_id, result, error, seconds):
         if result is None:
-            err_console.print(f"[red]failed[/] {error}", soft_wrap=True)
+            say("failed", error)
             return
         scores = "  ".join(f"{r} {result.regions[r].lesionwise_dice:.3f}" for r in ("ET", "TC", "WT"))
         console.print(f"{case_id}: lesion-wise Dice {scores} ({seconds:.2f} s)")
@@ -87,9 +87,7 @@ def evaluate(
     if run.geometry == "shape":
         console.print("geometry check: shape and spacing only (affines were not compared)")
     for case_id, path in run.unmatched_predictions.items():
-        err_console.print(
-            f"[yellow]unmatched[/] prediction {path} (no ground truth for case {case_id})", soft_wrap=True
-        )
+        say("unmatched", f"prediction {path} (no ground truth for case {case_id})")
     console.print(
         f"wrote {paths['per_case']}, {paths['per_lesion'].name}, {paths['summary'].name} in {run.seconds:.1f} s"
     )

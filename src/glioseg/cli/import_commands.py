@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from glioseg.cli._common import console, err_console, reports_errors
+from glioseg.cli._common import console, reports_errors, say
 
 
 def _parse_tissues(text: str | None) -> dict[str, int] | None:
@@ -69,7 +69,7 @@ def import_nnunet(
         tissue_labels=_parse_tissues(tissue_labels),
     )
     for warning in imported.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        say("warning", warning)
     weights, _ = imported.save(out)
     plan, source = imported.plan, imported.imported_from
     spacing = "x".join(f"{s:g}" for s in plan["target_spacing"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from glioseg.cli._choices import Definition, GeometryCheck
-from glioseg.cli._common import console, err_console, exit_if_failures, reports_errors
+from glioseg.cli._common import console, exit_if_failures, reports_errors, say
 
 postprocess_app = typer.Typer(
     help="Adaptive post-processing tuned for the BraTS lesion-wise metrics (small components, ET -> NETC).",
@@ -73,7 +73,7 @@ def tune(
 
     def progress(case_id, scores, error):
         if scores is None:
-            err_console.print(f"[red]failed[/] {error}", soft_wrap=True)
+            say("failed", error)
         else:
             console.print(f"{case_id}: {scores.n_maps} distinct map(s) scored ({scores.seconds:.1f} s)")
 
@@ -138,14 +138,14 @@ def apply(
 
     def progress(case_id, target, changed, cluster, error):
         if error is not None:
-            err_console.print(f"[red]failed[/] {error}", soft_wrap=True)
+            say("failed", error)
             return
         where = "" if cluster is None else f" (cluster {cluster})"
         console.print(f"{case_id}{where}: {changed} voxel(s) changed -> {target}")
 
     report = apply_to_files(pred, configuration, out, images, progress, config_path=config)
     for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        say("warning", warning)
     console.print(f"wrote {len(report.written)} label map(s) to {out}")
     exit_if_failures(report.failed)
 

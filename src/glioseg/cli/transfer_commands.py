@@ -8,8 +8,9 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from glioseg.cli._common import console, err_console, reports_errors
+from glioseg.cli._common import console, err_console, reports_errors, say
 
 
 class LabelSource(str, Enum):
@@ -49,7 +50,7 @@ def _compute_features(
     ):
         if error is not None:
             result.errors.append(error)
-            err_console.print(f"[{i}/{total}] {case.case_id}: failed ({error})", soft_wrap=True)
+            err_console.print(escape(f"[{i}/{total}] {case.case_id}: failed ({error})"), soft_wrap=True)
         else:
             result.rows.append(row)
             f = row.features
@@ -71,7 +72,7 @@ def _write_csv(frame, path: Path) -> None:
 
 def _report_errors(errors: list) -> None:
     for error in errors:
-        err_console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        say("error", error)
 
 
 def features(
@@ -110,7 +111,7 @@ def features(
     console.print(f"wrote {len(frame)} case(s) x {n_features} features to {out}")
     if errors:
         _report_errors(errors)
-        err_console.print(f"{len(errors)} case(s) failed; the others are in {out}")
+        err_console.print(escape(f"{len(errors)} case(s) failed; the others are in {out}"))
         raise typer.Exit(code=1)
 
 
