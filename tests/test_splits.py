@@ -237,3 +237,29 @@ def test_split_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().startswith("error:") and "no case_id column" in result.output
     assert not (tmp_path / "s.json").exists()
+
+
+def test_small_cohort_with_clusters_smaller_than_the_folds_still_splits(tmp_path):
+    """6 cases in 3 clusters of 2 and 3 folds: scikit-learn refuses to stratify; the cases are dealt
+    into the folds cluster by cluster instead, and the CLI says so (it crashed with a traceback)."""
+    import pandas as pd
+
+    ids = [f"C{i}" for i in range(6)]
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    splits = make_folds(ids, 3, "radiomics", seed=4, groups=groups)
+    validation = [c for fold in splits for c in fold["val"]]
+    assert sorted(validation) == ids and all(len(fold["val"]) == 2 for fold in splits)
+    for fold in splits:  # each validation set takes its two cases from two different clusters
+        assert len({int(groups[ids.index(c)]) for c in fold["val"]}) == 2
+        assert sorted(fold["train"] + fold["val"]) == ids
+    rng = np.random.default_rng(0)
+    centres = np.repeat(np.eye(3) * 10, 2, axis=0)
+    frame = pd.DataFrame(centres + rng.normal(0, 0.1, (6, 3)), columns=["f_a", "f_b", "f_c"])
+    frame.insert(0, "case_id", ids)
+    table = tmp_path / "features.csv"
+    frame.to_csv(table, index=False)
+    out = tmp_path / "splits.json"
+    result = runner.invoke(app, ["split", str(table), "--folds", "3", "--clusters", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "dealt into the folds group by group" in result.output
+    assert sorted(c for fold in json.loads(out.read_text()) for c in fold["val"]) == ids

@@ -203,6 +203,8 @@ def split(
         f"({100 * model.info['explained_variance']:.0f}% variance) -> k-means k={model.n_clusters} ({how}); "
         f"cluster sizes {sizes}"
     )
+    if "fallback" in stats:
+        console.print(f"note: {stats['fallback']}")
     for key, label in (("cluster", "clusters"), ("volume", "WT-volume quartiles")):
         console.print(
             f"balance of {label} over validation sets: chi2 {stats[f'{key}_chi2']:.2f}; random splits: median "

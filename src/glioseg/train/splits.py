@@ -54,6 +54,20 @@ def volume_bins(volumes: np.ndarray, n_bins: int) -> np.ndarray:
     return (ranks * n_bins // max(len(v), 1)).astype(np.int64)
 
 
+def _dealt_folds(groups: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, val) index pairs: cases ordered by group (shuffled within each) and dealt round-robin.
+
+    >>> [val.tolist() for _, val in _dealt_folds(np.array([0, 0, 1, 1, 2, 2]), 3, 0)]
+    [[0, 3], [1, 4], [2, 5]]
+    """
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero(groups == g)) for g in np.unique(groups)])
+    fold_of = np.empty(len(groups), dtype=int)
+    fold_of[order] = np.arange(len(groups)) % n_folds
+    every = np.arange(len(groups))
+    return [(every[fold_of != k], every[fold_of == k]) for k in range(n_folds)]
+
+
 def make_folds(
     case_ids: list[str],
     n_folds: int = 5,
@@ -71,7 +85,9 @@ def make_folds(
     strategy : {"radiomics", "volume", "random"}
         ``radiomics`` and ``volume`` stratify by ``groups`` (cluster or volume bin of each
         case, aligned with ``case_ids``) with scikit-learn's ``StratifiedKFold``; ``random``
-        uses ``KFold``; both shuffle with ``random_state=seed``.
+        uses ``KFold``; both shuffle with ``random_state=seed``.  When every group is smaller
+        than ``n_folds`` (a small cohort), which ``StratifiedKFold`` refuses, the cases are
+        dealt round-robin in group order instead (:func:`_dealt_folds`).
     seed : int
     groups : ndarray of int, shape (N,), optional
         Required for the stratified strategies.
@@ -100,13 +116,19 @@ def make_folds(
         if groups is None or len(groups) != len(ids):
             raise ConfigError(f"strategy {strategy} needs one group label per case")
         y = np.asarray(groups)[order]
-        with warnings.catch_warnings():
-            # "The least populated class in y has only m members": such groups cannot be in every
-            # fold, which the balance report shows; it is not an error.
-            warnings.simplefilter("ignore", UserWarning)
-            splitter = list(
-                StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(sorted_ids, y)
-            )
+        if np.bincount(np.unique(y, return_inverse=True)[1]).max() < n_folds:
+            # every group is smaller than the number of folds (a small cohort with several
+            # clusters): scikit-learn refuses to stratify, so deal the cases into the folds group
+            # by group in a shuffled order, which spreads each group over as many folds as it can
+            splitter = _dealt_folds(y, n_folds, seed)
+        else:
+            with warnings.catch_warnings():
+                # "The least populated class in y has only m members": such groups cannot be in every
+                # fold, which the balance report shows; it is not an error.
+                warnings.simplefilter("ignore", UserWarning)
+                splitter = list(
+                    StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(sorted_ids, y)
+                )
     return [
         {"train": sorted(sorted_ids[tr].tolist()), "val": sorted(sorted_ids[va].tolist())}
         for tr, va in splitter
@@ -267,6 +289,15 @@ def split_cohort(
             per_case[name] = frame[name].to_numpy()
     seeds = range(10_000, 10_000 + n_random)
     stats: dict = {}
+    stratified_groups = groups if strategy != "random" else None
+    if (
+        stratified_groups is not None
+        and np.bincount(np.unique(stratified_groups, return_inverse=True)[1]).max() < n_folds
+    ):
+        stats["fallback"] = (
+            f"every {'cluster' if strategy == 'radiomics' else 'volume bin'} is smaller than {n_folds} folds, so the "
+            "cases were dealt into the folds group by group instead of scikit-learn's StratifiedKFold"
+        )
     for key, g in (("cluster", clusters), ("volume", bins)):
         own = balance_chi2(splits, ids, g)
         reference = random_split_chi2(ids, g, n_folds, seeds) if n_random else np.array([np.nan])
