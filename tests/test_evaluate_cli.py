@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -231,3 +232,30 @@ def test_parallel_run_gives_identical_tables(tmp_path, cohort):
     parallel = write_outputs(evaluate(pred, gt, jobs=2), tmp_path / "parallel")
     for key in ("per_case", "per_lesion"):
         assert serial[key].read_text() == parallel[key].read_text()
+
+
+def test_missing_predictions_error_skip_or_score_as_empty(tmp_path):
+    """One prediction against a two-case ground-truth folder: --missing says what happens to the other."""
+    from glioseg.data.synthetic import generate_case, write_case
+
+    gt = tmp_path / "gt"
+    cases = [write_case(generate_case(8, i, "adult", (40, 40, 32), 4.0), gt) for i in (1, 2)]
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    first = cases[0].name
+    shutil.copy(cases[0] / f"{first}-seg.nii.gz", pred / f"{first}.nii.gz")
+    outcomes = {}
+    for policy in ("error", "skip", "empty"):
+        out = tmp_path / policy
+        result = runner.invoke(
+            app, ["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--missing", policy]
+        )
+        summary = json.loads((out / "summary.json").read_text())
+        outcomes[policy] = (result.exit_code, summary["cases_evaluated"], summary["missing_predictions"])
+    second = cases[1].name
+    assert outcomes["error"] == (1, 1, {"policy": "error", "cases": []})
+    assert outcomes["skip"] == (0, 1, {"policy": "skip", "cases": [second]})
+    assert outcomes["empty"] == (0, 2, {"policy": "empty", "cases": [second]})
+    per_case = pd.read_csv(tmp_path / "empty" / "per_case.csv").set_index("case_id")
+    assert per_case.loc[second, "WT_lesionwise_dice"] == 0  # an empty prediction of a case with tumour
+    assert per_case.loc[first, "WT_lesionwise_dice"] == 1  # the truth against itself

@@ -17,3 +17,12 @@ class GeometryCheck(str, Enum):
 
     strict = "strict"
     shape = "shape"
+
+
+class MissingPrediction(str, Enum):
+    """What ``glioseg evaluate`` does with a ground-truth case that has no prediction
+    (``evaluate.runner.MISSING_POLICIES``)."""
+
+    error = "error"
+    skip = "skip"
+    empty = "empty"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from glioseg.cli._choices import Definition, GeometryCheck
+from glioseg.cli._choices import Definition, GeometryCheck, MissingPrediction
 from glioseg.cli._common import console, exit_if_failures, reports_errors, say
 
 _METRIC_ROWS = (
@@ -54,6 +54,11 @@ def evaluate(
         GeometryCheck.strict,
         help="strict: shape, spacing and affine must match; shape: shape and spacing only (same voxel grid, different header).",
     ),
+    missing: MissingPrediction = typer.Option(
+        MissingPrediction.error,
+        help="A ground-truth case without a prediction: error (default; exit status 1), skip (leave it out), "
+        "empty (score it as an empty prediction, as the BraTS challenges do).",
+    ),
 ) -> None:
     """Lesion-wise Dice and HD95 (plus legacy metrics) with the BraTS challenge definitions, exactly and fast.
 
@@ -73,7 +78,9 @@ def evaluate(
         scores = "  ".join(f"{r} {result.regions[r].lesionwise_dice:.3f}" for r in ("ET", "TC", "WT"))
         console.print(f"{case_id}: lesion-wise Dice {scores} ({seconds:.2f} s)")
 
-    run = run_evaluation(pred, gt, definition.value, jobs, geometry.value, progress=progress)
+    run = run_evaluation(
+        pred, gt, definition.value, jobs, geometry.value, progress=progress, missing=missing.value
+    )
     paths = write_outputs(run, out)
     if run.results:
         stats = summarize(run.results)
@@ -86,6 +93,13 @@ def evaluate(
         console.print(table)
     if run.geometry == "shape":
         console.print("geometry check: shape and spacing only (affines were not compared)")
+    if run.without_prediction:
+        what = "scored as empty predictions" if run.missing == "empty" else "left out (--missing skip)"
+        console.print(
+            f"{len(run.without_prediction)} ground-truth case(s) without a prediction {what}: "
+            + ", ".join(run.without_prediction[:5])
+            + (" ..." if len(run.without_prediction) > 5 else "")
+        )
     for case_id, path in run.unmatched_predictions.items():
         say("unmatched", f"prediction {path} (no ground truth for case {case_id})")
     console.print(

@@ -31,7 +31,7 @@ class Pair:
     """A prediction and the ground truth of the same case."""
 
     case_id: str
-    pred: Path
+    pred: Path | None  # None: no prediction, scored as empty (evaluate's missing="empty")
     gt: Path
 
 

@@ -66,12 +66,18 @@ class EvaluationRun:
     results: list[CaseResult] = field(default_factory=list)
     failures: list[CaseFailure] = field(default_factory=list)
     unmatched_predictions: dict[str, Path] = field(default_factory=dict)
+    missing: str = "error"  # what was done with ground-truth cases that have no prediction
+    without_prediction: list[str] = field(default_factory=list)  # their case IDs (skipped or scored as empty)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         """True when every ground-truth case was evaluated."""
         return not self.failures
+
+
+#: What :func:`evaluate` does with a ground-truth case that has no prediction.
+MISSING_POLICIES = ("error", "skip", "empty")
 
 
 def definition_spacing(image: nib.Nifti1Image, definition: str) -> tuple[float, float, float]:
@@ -116,6 +122,8 @@ def load_checked_pair(
         ``geometry="strict"`` also the affine).
     """
     gt, gt_image = read_labels(pair.gt)
+    if pair.pred is None:  # a missing prediction scored as empty (evaluate(..., missing="empty"))
+        return CheckedPair(np.zeros_like(gt), gt, definition_spacing(gt_image, definition), gt_image)
     pred, pred_image = read_labels(pair.pred)
     gt_geometry, pred_geometry = Geometry.of(gt_image), Geometry.of(pred_image)
     if gt_geometry.shape != pred_geometry.shape:
@@ -203,12 +211,16 @@ def evaluate(
     jobs: int = 1,
     geometry: str = "strict",
     progress: Callable[[str, CaseResult | None, str | None, float], None] | None = None,
+    missing: str = "error",
 ) -> EvaluationRun:
     """Evaluate predictions against ground truth (two files, or two folders matched by case ID).
 
-    A bad case (unreadable, bad labels, different grid) or a ground-truth case without a
-    prediction is recorded in :attr:`EvaluationRun.failures`; the other cases are still
-    evaluated.
+    A bad case (unreadable, bad labels, different grid) is recorded in
+    :attr:`EvaluationRun.failures`; the other cases are still evaluated.  A ground-truth case
+    without a prediction is, by ``missing``: ``"error"`` a failure (the default: nothing is
+    silently left out), ``"skip"`` left out, ``"empty"`` scored as an empty prediction, as the
+    BraTS challenges score a missing submission; :attr:`EvaluationRun.without_prediction` lists
+    the skipped or empty ones.
 
     Parameters
     ----------
@@ -233,14 +245,29 @@ def evaluate(
         raise ConfigError(f"unknown geometry check {geometry!r}; choose one of {', '.join(GEOMETRY_MODES)}")
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    if missing not in MISSING_POLICIES:
+        raise ConfigError(
+            f"unknown policy for missing predictions {missing!r}; choose one of {', '.join(MISSING_POLICIES)}"
+        )
     began = time.perf_counter()
     matching: Matching = match_cases(pred, gt)
-    run = EvaluationRun(definition, geometry, unmatched_predictions=dict(matching.unmatched_predictions))
+    run = EvaluationRun(
+        definition, geometry, unmatched_predictions=dict(matching.unmatched_predictions), missing=missing
+    )
     for case_id, problem in matching.problems.items():
         run.failures.append(CaseFailure(case_id, str(problem)))
+    pairs = list(matching.pairs)
     for case_id, gt_file in matching.missing_predictions.items():
-        run.failures.append(CaseFailure(case_id, f"{gt_file}: case {case_id} has no prediction in {pred}"))
-    items = [(pair, definition, geometry) for pair in matching.pairs]
+        if missing == "error":
+            run.failures.append(
+                CaseFailure(case_id, f"{gt_file}: case {case_id} has no prediction in {pred}")
+            )
+            continue
+        run.without_prediction.append(case_id)
+        if missing == "empty":
+            pairs.append(Pair(case_id, None, gt_file))
+    run.without_prediction.sort()
+    items = [(pair, definition, geometry) for pair in sorted(pairs, key=lambda p: p.case_id)]
     for pair, result, error, seconds in map_cases(evaluate_pair, items, jobs):
         if result is not None:
             run.results.append(result)
@@ -322,6 +349,7 @@ def write_outputs(run: EvaluationRun, out_dir: str | Path) -> dict[str, Path]:
         "geometry_check": run.geometry,
         "cases_evaluated": len(run.results),
         "cases_failed": len(run.failures),
+        "missing_predictions": {"policy": run.missing, "cases": run.without_prediction},
         "seconds": round(run.seconds, 3),
         "metrics": summarize(run.results),
         "failures": [{"case_id": f.case_id, "error": f.message} for f in run.failures],
