@@ -298,3 +298,21 @@ def test_demo_command(tmp_path):
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["synthetic"] is True and set(scores["scores"]) == {"WT", "TC", "ET"}
     assert scores["scores"]["WT"]["legacy_dice"] > 0.5
+
+
+def test_nonsense_options_are_one_error_before_any_work(small_cohort, random_model, tmp_path):
+    """--thresholds 2 used to give an empty segmentation with exit 0; a weight count that does not
+    match the models failed case by case. Both are one error now, and nothing is written."""
+    case = next(p for p in small_cohort.iterdir() if p.is_dir())
+    for options, message in (
+        (["--thresholds", "2"], "thresholds must be three numbers in (0, 1)"),
+        (["--thresholds", "0.5,0.5"], "--thresholds must be three positive numbers like 0.5,0.4,0.3"),
+        (["--weights", "0.5,0.5"], "--weights has 2 value(s) for 1 model(s)"),
+    ):
+        out = tmp_path / "out"
+        result = runner.invoke(
+            app, ["predict", str(case), "--model", str(random_model), "--out", str(out), *options]
+        )
+        assert result.exit_code != 0, options
+        assert message in " ".join(result.output.split()), result.output
+        assert not out.exists()
