@@ -259,3 +259,23 @@ def test_missing_predictions_error_skip_or_score_as_empty(tmp_path):
     per_case = pd.read_csv(tmp_path / "empty" / "per_case.csv").set_index("case_id")
     assert per_case.loc[second, "WT_lesionwise_dice"] == 0  # an empty prediction of a case with tumour
     assert per_case.loc[first, "WT_lesionwise_dice"] == 1  # the truth against itself
+
+
+def test_summary_table_flags_the_official_sensitivity_quirk(tmp_path):
+    """The table's sensitivity/specificity follow the official code (kept for parity); the table says so."""
+    from glioseg.data.synthetic import generate_case, write_case
+
+    case = write_case(generate_case(9, 1, "adult", (40, 40, 32), 4.0), tmp_path / "gt")
+    seg = case / f"{case.name}-seg.nii.gz"
+    notes = {
+        "brats2024-ssa": "* as the official BraTS-Africa code computes them",
+        "brats2023": "* voxel-wise",
+    }
+    for definition, note in notes.items():
+        out = tmp_path / definition
+        result = runner.invoke(
+            app,
+            ["evaluate", "--pred", str(seg), "--gt", str(seg), "--out", str(out), "--definition", definition],
+        )
+        assert result.exit_code == 0, result.output
+        assert "sensitivity*" in result.output and note in result.output

@@ -14,8 +14,8 @@ _METRIC_ROWS = (
     ("lesionwise_hd95", "lesion-wise HD95 (mm)", 2),
     ("legacy_dice", "legacy Dice", 3),
     ("legacy_hd95", "legacy HD95 (mm)", 2),
-    ("sensitivity", "sensitivity", 3),
-    ("specificity", "specificity", 4),
+    ("sensitivity", "sensitivity*", 3),
+    ("specificity", "specificity*", 4),
     ("n_tp", "TP lesions", 2),
     ("n_fp", "FP lesions", 2),
     ("n_fn", "FN lesions", 2),
@@ -91,6 +91,14 @@ def evaluate(
         for key, label, digits in _METRIC_ROWS:
             table.add_row(label, *(_cell(stats[r][key], digits) for r in ("ET", "TC", "WT")))
         console.print(table)
+        if run.definition == "brats2024-ssa":
+            console.print(
+                "* as the official BraTS-Africa code computes them, on the numbered lesion maps: with more than "
+                "one lesion in a region they can be far from the voxel-wise values (0 with a Dice of 0.98 is "
+                "possible); the lesion-wise and legacy Dice are not affected (docs/evaluation.md, 'Legacy metrics')"
+            )
+        else:
+            console.print("* voxel-wise, as the official BraTS 2023 code computes them")
     if run.geometry == "shape":
         console.print("geometry check: shape and spacing only (affines were not compared)")
     if run.without_prediction:
