@@ -233,3 +233,10 @@ def test_inputs_are_not_modified(small_cohort):
     for case in discover_cases(small_cohort).cases:
         load_case(case)
     assert {p: p.stat().st_mtime_ns for p in small_cohort.rglob("*")} == before
+
+
+def test_grid_mismatch_messages_name_the_reference_plainly(one_case):
+    """It read 'differs from t1n's the other images of the case'."""
+    path = one_case / f"{one_case.name}-t2f.nii.gz"
+    _rewrite(path, lambda d, a: (d, a + np.array([[0, 0, 0, 5.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])))
+    assert _load_error(one_case) == f"{path}: affine (voxel-to-world orientation/origin) differs from t1n's"

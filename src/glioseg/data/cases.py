@@ -359,9 +359,9 @@ def load_case(case: Case, with_label: bool = True) -> CaseData:
         if ref_geometry is None:
             reference, ref_geometry = image, geometry
         else:
-            problem = ref_geometry.mismatch(geometry)
+            problem = ref_geometry.mismatch(geometry, MODALITIES[0])
             if problem:
-                raise InputError(path, problem.replace("differs from", f"differs from {MODALITIES[0]}'s"))
+                raise InputError(path, problem)
         volumes.append(data)
     label = None
     if with_label and case.label is not None:
@@ -389,9 +389,9 @@ def load_case_label(case: Case, geometry: Geometry | None = None) -> np.ndarray:
     else:
         label, image = load_label(case.label)
     if geometry is not None:
-        problem = geometry.mismatch(Geometry.of(image))
+        problem = geometry.mismatch(Geometry.of(image), "the images")
         if problem:
-            raise InputError(case.label, problem.replace("differs from", "differs from the images'"))
+            raise InputError(case.label, problem)
     return label
 
 

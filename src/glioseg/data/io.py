@@ -55,14 +55,23 @@ class Geometry:
         zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
         return cls(shape=shape, affine=np.asarray(image.affine, dtype=np.float64), spacing=zooms)
 
-    def mismatch(self, other: Geometry) -> str | None:
-        """Describe how ``other`` differs from this grid, or return ``None`` when they agree."""
+    def mismatch(self, other: Geometry, reference: str = "the reference") -> str | None:
+        """Describe how ``other`` differs from this grid, or return ``None`` when they agree.
+
+        ``reference`` names this grid's owner in the message (``"t1n"``, ``"the images"``).
+
+        >>> a = Geometry((2, 2, 2), np.eye(4), (1.0, 1.0, 1.0))
+        >>> a.mismatch(Geometry((2, 2, 3), np.eye(4), (1.0, 1.0, 1.0)), "t1n")
+        "shape (2, 2, 3) differs from t1n's (2, 2, 2)"
+        """
         if self.shape != other.shape:
-            return f"shape {other.shape} differs from {self.shape}"
+            return f"shape {other.shape} differs from {reference}'s {self.shape}"
         if not np.allclose(self.spacing, other.spacing, rtol=0, atol=SPACING_TOLERANCE_MM):
-            return f"voxel spacing {_fmt(other.spacing)} mm differs from {_fmt(self.spacing)} mm"
+            return (
+                f"voxel spacing {_fmt(other.spacing)} mm differs from {reference}'s {_fmt(self.spacing)} mm"
+            )
         if not np.allclose(self.affine, other.affine, rtol=0, atol=AFFINE_TOLERANCE):
-            return "affine (voxel-to-world orientation/origin) differs from the other images of the case"
+            return f"affine (voxel-to-world orientation/origin) differs from {reference}'s"
         return None
 
 

@@ -216,11 +216,11 @@ def _case_labels(case: Case, truth: np.ndarray | None, labels_dir: Path | None, 
     if path is None:
         raise InputError(labels_dir, f"no label map for case {case.case_id}")
     labels, image = load_label(path)
-    problem = Geometry.of(reference).mismatch(Geometry.of(image))
+    problem = Geometry.of(reference).mismatch(Geometry.of(image), "the images")
     # Header affines of third-party predictions sometimes differ on the same voxel grid; the
     # voxels are what matters for features, so only shape and spacing must agree.
     if problem and not problem.startswith("affine"):
-        raise InputError(path, problem.replace("differs from", "differs from the images'"))
+        raise InputError(path, problem)
     return labels, "labels"
 
 
