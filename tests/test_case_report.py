@@ -75,6 +75,12 @@ def test_predict_report_for_an_ensemble_and_a_single_model(small_cohort, tmp_pat
         and "data:image/png;base64," in page
     )
     assert "worse than 3 mm" in page  # the cohort is at 4 mm
+    # a clinician reads which way the images are shown and what each quality number means
+    from glioseg.report.case_report import QUALITY_EXPLAINED
+    from glioseg.report.preview import CONVENTION
+
+    assert CONVENTION.replace("'", "&#x27;") in page or CONVENTION in page
+    assert all(phrase[-30:] in page for phrase in QUALITY_EXPLAINED) and "(hint)" not in page
     uncertainty = nib.load(out / "SynSSA-s7-0001_uncertainty.nii.gz")
     reference = nib.load(case / "SynSSA-s7-0001-t1n.nii.gz")
     assert uncertainty.shape == reference.shape and np.allclose(uncertainty.affine, reference.affine)

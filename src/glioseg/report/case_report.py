@@ -24,6 +24,13 @@ from glioseg.report.document import Document
 THICK_SLICE_MM = 3.0
 #: Estimated SNR below this triggers a warning (synthetic BraTS-Africa-like scans: 7-14; good scans 25+).
 LOW_SNR = 12.0
+#: One phrase per quality number of the report (glioseg.data.radiomics.quality).
+QUALITY_EXPLAINED = [
+    "estimated SNR: the brain's median intensity divided by the noise level estimated from "
+    f"voxel-to-neighbour differences; higher is better, and a warning is given below {LOW_SNR:g}",
+    "through-plane sharpness: about 1 when the image is equally sharp along all three axes, lower when "
+    "one axis was acquired with thick slices and interpolated (a hint only: anatomy is not isotropic either)",
+]
 
 
 def quality_warnings(image: np.ndarray, spacing) -> tuple[list[str], dict[str, dict[str, float]]]:
@@ -111,7 +118,7 @@ def write_case_report(
     shown in the report; its warnings lead the page.
     """
     from glioseg.data.io import save_nifti
-    from glioseg.report.preview import render_preview
+    from glioseg.report.preview import CONVENTION, render_preview
 
     case_id = data.case_id
     png = render_preview(
@@ -134,7 +141,8 @@ def write_case_report(
     encoded = base64.b64encode(png.read_bytes()).decode("ascii")
     doc.image(
         f"data:image/png;base64,{encoded}",
-        "t1n, t1c, t2w, t2f with the segmentation (NETC red, SNFH green, ET yellow)",
+        "t1n, t1c, t2w, t2f with the segmentation (NETC red, SNFH green, ET yellow), through the centre of "
+        f"the largest tumour-core lesion; {CONVENTION} (R/L and A/P marked on every panel)",
     )
     doc.heading("Volumes and lesions")
     rows = []
@@ -150,9 +158,10 @@ def write_case_report(
     doc.heading("Image quality")
     doc.bullets([f"**warning:** {w}" for w in warnings] or ["no quality warning"])
     doc.table(
-        ["modality", "estimated SNR", "through-plane sharpness ratio (hint)"],
+        ["modality", "estimated SNR", "through-plane sharpness"],
         [[m, f"{p['snr']:.1f}", f"{p['sharpness']:.2f}"] for m, p in proxies.items()],
     )
+    doc.bullets(QUALITY_EXPLAINED)
     doc.heading("Uncertainty")
     if uncertainty is None or n_members < 2:
         doc.paragraph(

@@ -2,7 +2,11 @@
 
 Volumes are reoriented to RAS+ for display only (files are never changed) and shown
 in neurological convention: patient's right on the image's right, anterior up on axial
-slices, superior up on coronal and sagittal slices.
+slices, superior up on coronal and sagittal slices.  Every panel carries orientation markers
+(R/L, A/P) and the figure states the convention, because radiologists usually read the
+opposite (radiological) one.  The three planes cross at the centre of the largest tumour core
+lesion (or of the largest whole-tumour lesion), so that a multifocal tumour is not cut between
+its lesions.
 """
 
 from __future__ import annotations
@@ -13,16 +17,21 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import cc3d  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from glioseg.data.io import atomic_path  # noqa: E402
-from glioseg.data.labels import LABEL_COLOURS, LABEL_NAMES  # noqa: E402
+from glioseg.data.labels import LABEL_COLOURS, LABEL_NAMES, region_mask  # noqa: E402
 from glioseg.data.modalities import MODALITIES  # noqa: E402
+from glioseg.evaluate.components import CONNECTIVITY  # noqa: E402
 
 _PLANES = ("axial", "coronal", "sagittal")
+#: Orientation markers (left edge, right edge) of each plane as displayed (RAS+, origin lower).
+MARKERS = {"axial": ("L", "R"), "coronal": ("L", "R"), "sagittal": ("P", "A")}
+CONVENTION = "neurological convention: patient's right (R) on the image's right"
 
 
 def _label_cmap() -> ListedColormap:
@@ -39,12 +48,24 @@ def to_ras(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def tumour_centre(labels: np.ndarray | None, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Voxel at the centre of mass of the tumour core (or whole tumour, or the volume centre)."""
+    """Voxel at the centre of the largest 26-connected tumour-core lesion (else whole-tumour lesion,
+    else the volume centre); the lesion voxel nearest its centre of mass, so a curved lesion's
+    centre is still inside it.
+
+    >>> lab = np.zeros((20, 10, 10), np.uint8); lab[1:3, 1:3, 1:3] = 1; lab[10:16, 4:8, 4:8] = 3
+    >>> tumour_centre(lab, lab.shape)  # the larger lesion, not the mean of both
+    (12, 5, 5)
+    """
     if labels is not None:
-        for members in ((1, 3), (1, 2, 3)):
-            mask = np.isin(labels, members)
-            if mask.any():
-                return tuple(int(round(v)) for v in np.argwhere(mask).mean(axis=0))
+        for region in ("TC", "WT"):
+            mask = region_mask(labels, region)
+            if not mask.any():
+                continue
+            components = cc3d.connected_components(mask, connectivity=CONNECTIVITY)
+            largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
+            voxels = np.argwhere(components == largest)
+            nearest = voxels[np.argmin(((voxels - voxels.mean(axis=0)) ** 2).sum(axis=1))]
+            return tuple(int(v) for v in nearest)
     return tuple(s // 2 for s in shape)
 
 
@@ -132,6 +153,18 @@ def render_preview(
                 )
             ax.set_xticks([])
             ax.set_yticks([])
+            for x, text in zip((0.02, 0.98), MARKERS[plane], strict=True):
+                ax.text(
+                    x,
+                    0.5,
+                    text,
+                    transform=ax.transAxes,
+                    color="white",
+                    fontsize=8,
+                    fontweight="bold",
+                    ha="left" if x < 0.5 else "right",
+                    va="center",
+                )
             if r == 0:
                 ax.set_title(plane, color="white", fontsize=10)
             if c == 0:
@@ -139,7 +172,8 @@ def render_preview(
     handles = [
         matplotlib.patches.Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in sorted(LABEL_COLOURS)
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, labelcolor="white", fontsize=9)
+    handles.append(matplotlib.patches.Patch(color="black", label=CONVENTION))
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, labelcolor="white", fontsize=9)
     if title:
         fig.suptitle(title, color="white", fontsize=11)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
