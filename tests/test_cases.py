@@ -240,3 +240,13 @@ def test_grid_mismatch_messages_name_the_reference_plainly(one_case):
     path = one_case / f"{one_case.name}-t2f.nii.gz"
     _rewrite(path, lambda d, a: (d, a + np.array([[0, 0, 0, 5.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])))
     assert _load_error(one_case) == f"{path}: affine (voxel-to-world orientation/origin) differs from t1n's"
+
+
+def test_an_empty_case_folder_in_a_batch_is_reported_and_the_others_found(one_case, tmp_path):
+    batch = one_case.parent
+    (batch / "forgotten-case").mkdir()
+    found = discover_cases(batch)
+    assert [c.case_id for c in found.cases] == [one_case.name]
+    assert [str(e) for e in found.errors] == [
+        f"{batch / 'forgotten-case'}: empty folder inside the input: no case files in it"
+    ]

@@ -164,6 +164,9 @@ def discover_cases(root: str | Path) -> DiscoveryResult:
         folders, _ = walk_tree(root)  # follows links to case folders; loops entered once
         for folder in folders:
             _discover_brats_folder(folder, result)
+        for folder in folders[1:]:  # an empty case folder in a batch is reported, not skipped silently
+            if not any(folder.iterdir()):
+                result.errors.append(InputError(folder, "empty folder inside the input: no case files in it"))
     if not result.cases and not result.errors:
         raise InputError(
             root,
