@@ -316,3 +316,63 @@ def test_nonsense_options_are_one_error_before_any_work(small_cohort, random_mod
         assert result.exit_code != 0, options
         assert message in " ".join(result.output.split()), result.output
         assert not out.exists()
+
+
+def test_output_problems_are_one_line_before_work_and_a_failed_case_leaves_nothing(
+    small_cohort, random_model, tmp_path, monkeypatch
+):
+    """An existing file as --out, a disk that fills up in the middle of a batch, a run where every
+    case fails: one line each, the other cases done, no half-written case, no empty folder."""
+    from glioseg.infer import batch
+
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    result = runner.invoke(
+        app, ["predict", str(small_cohort), "--model", str(random_model), "--out", str(taken)]
+    )
+    assert (
+        result.exit_code == 1
+        and result.output.strip() == f"error: {taken}: exists and is a file; give a folder for the outputs"
+    )
+
+    original, calls = batch.write_text_atomic, []
+
+    def disk_full_on_second_case(path, text):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return original(path, text)
+
+    monkeypatch.setattr(batch, "write_text_atomic", disk_full_on_second_case)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["predict", str(small_cohort), "--model", str(random_model), "--out", str(out), "--tta", "none"]
+    )
+    ids = sorted(p.name for p in small_cohort.iterdir() if p.is_dir())
+    assert (
+        result.exit_code == 1
+        and f"could not write the outputs of {ids[1]} (No space left on device)" in result.output
+    )
+    assert "Traceback" not in result.output
+    written = sorted(p.name for p in out.iterdir())
+    assert not any(name.startswith(ids[1]) for name in written)  # neither its label map nor its sidecar
+    assert {f"{i}.nii.gz" for i in ids if i != ids[1]} <= set(written)
+    monkeypatch.undo()
+
+    broken = tmp_path / "broken"
+    shutil.copytree(small_cohort / ids[0], broken / ids[0])
+    image = next((broken / ids[0]).glob("*-t2f.nii.gz"))
+    image.write_bytes(image.read_bytes()[:200])
+    empty_out = tmp_path / "never"
+    result = runner.invoke(
+        app, ["predict", str(broken), "--model", str(random_model), "--out", str(empty_out)]
+    )
+    assert result.exit_code == 1 and not empty_out.exists()
+
+
+def test_preview_into_a_folder(one_case, tmp_path):
+    out = tmp_path / "pngs"
+    out.mkdir()
+    result = runner.invoke(app, ["preview", str(one_case), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / f"{one_case.name}-preview.png").stat().st_size > 0

@@ -58,14 +58,23 @@ def preview(
     compare: Path | None = typer.Option(
         None, "--compare", help="A second segmentation shown in an extra row."
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="PNG to write (default: ./<ID>-preview.png)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="PNG to write, or a folder for <ID>-preview.png (default: ./<ID>-preview.png).",
+    ),
 ) -> None:
     """Write a PNG with three slices through the tumour for each modality, labels overlaid."""
     from glioseg.data.cases import discover_cases, load_case
-    from glioseg.data.io import load_label
+    from glioseg.data.io import check_output_file, check_output_folder, load_label
     from glioseg.errors import InputError
     from glioseg.report.preview import render_preview
 
+    if out is not None and out.is_dir():  # checked before any work
+        check_output_folder(out)
+    elif out is not None:
+        check_output_file(out)
     found = discover_cases(case)
     if found.errors and not found.cases:
         raise found.errors[0]
@@ -82,7 +91,8 @@ def preview(
         other, _ = load_label(compare)
         if other.shape != data.image.shape[1:]:
             raise InputError(compare, f"shape {other.shape} differs from the case's {data.image.shape[1:]}")
-    target = out or Path(f"{data.case_id}-preview.png")
+    target = out / f"{data.case_id}-preview.png" if out is not None and out.is_dir() else out
+    target = target or Path(f"{data.case_id}-preview.png")
     render_preview(data.image, data.affine, target, labels, title=data.case_id, compare_labels=other)
     console.print(f"wrote {target}")
 

@@ -81,10 +81,12 @@ def predict(
     """Segment cases with one model, a fold ensemble or a weighted model ensemble (BraTS labels 1/2/3)."""
     import numpy as np
 
+    from glioseg.data.io import check_output_folder
     from glioseg.infer.batch import PredictOptions, discover_input, load_weights_file, predict_cases
     from glioseg.infer.models import resolve_models
     from glioseg.infer.settings import InferenceSettings
 
+    check_output_folder(out)  # before any work (predict_cases checks again for API callers)
     settings = InferenceSettings.for_mode(
         mode.value,
         tta=tta.value if tta else None,

@@ -304,3 +304,54 @@ def walk_tree(root: str | Path) -> tuple[list[Path], list[Path]]:
             Path(current) / name for name in filenames if os.path.isfile(os.path.join(current, name))
         )
     return sorted(folders), sorted(files)
+
+
+def check_output_folder(path: str | Path) -> Path:
+    """Check, before any work, that ``path`` can become (or is) a folder glioseg may write into.
+
+    Nothing is created: a command makes the folder when it writes its first output, so a run
+    that fails leaves no empty folder behind.
+
+    Raises
+    ------
+    InputError
+        ``path`` is an existing file, or the folder (or its nearest existing parent) is not
+        writable (read-only file system, no permission).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     open(os.path.join(d, "f"), "w").close()
+    ...     try:
+    ...         check_output_folder(os.path.join(d, "f"))
+    ...     except InputError as e:
+    ...         print(e.problem)
+    exists and is a file; give a folder for the outputs
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is a file; give a folder for the outputs")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(out, f"cannot create the folder: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(out, f"cannot write here: {parent} is read-only or not writable for this user")
+    return out
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Check, before any work, that the file ``path`` can be written (its folder created if needed).
+
+    Raises
+    ------
+    InputError
+        ``path`` is an existing folder, or its folder cannot be written.
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(out, "is a folder; give a file name")
+    check_output_folder(out.parent)
+    return out

@@ -14,7 +14,14 @@ import numpy as np
 
 from glioseg._version import __version__
 from glioseg.data.cases import Case, discover_cases, load_case
-from glioseg.data.io import atomic_path, read_json, save_nifti, strip_nifti_suffix, write_text_atomic
+from glioseg.data.io import (
+    atomic_path,
+    check_output_folder,
+    read_json,
+    save_nifti,
+    strip_nifti_suffix,
+    write_text_atomic,
+)
 from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
 from glioseg.errors import GliosegError, InputError
@@ -121,11 +128,12 @@ def predict_cases(
 ) -> BatchReport:
     """Segment ``cases`` one by one; a failing case is reported and the others go on."""
     out = Path(out_dir)
+    check_output_folder(out)  # before any work; the folder itself is made with the first output
+    created = not out.exists()
     settings = options.settings.with_(device=resolve_device(options.settings.device))
     for group in groups:  # a model that cannot be loaded is an error of the run, not of a case
         for member in group.members:
             member.load("cpu")
-    out.mkdir(parents=True, exist_ok=True)
     report = BatchReport()
     models = [group.provenance() for group in groups]  # checksums once per run, not per case
     for case in cases:
@@ -143,12 +151,24 @@ def predict_cases(
             for warning in warnings:
                 printer(f"{case.case_id}: WARNING: {warning}")
             record = provenance(case, target, models, options, warnings)
-            save_nifti(labels.astype(np.uint8), target, reference=data.reference, dtype=np.uint8)
-            write_text_atomic(out / f"{case.case_id}.json", json.dumps(record, indent=1) + "\n")
-            if options.save_probabilities:
-                save_probabilities(prediction, out / f"{case.case_id}_probabilities.npz", data.affine)
-            if options.after_case is not None:
-                options.after_case(case, data, prediction, target, record)
+            written_before = set(out.iterdir()) if out.exists() else set()
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                save_nifti(labels.astype(np.uint8), target, reference=data.reference, dtype=np.uint8)
+                write_text_atomic(out / f"{case.case_id}.json", json.dumps(record, indent=1) + "\n")
+                if options.save_probabilities:
+                    save_probabilities(prediction, out / f"{case.case_id}_probabilities.npz", data.affine)
+                if options.after_case is not None:
+                    options.after_case(case, data, prediction, target, record)
+            except (OSError, GliosegError) as exc:
+                # a case's outputs are all there or none: remove what this case wrote so far
+                for path in set(out.iterdir()) - written_before if out.exists() else ():
+                    path.unlink(missing_ok=True)
+                if isinstance(exc, GliosegError):
+                    raise
+                raise InputError(
+                    out, f"could not write the outputs of {case.case_id} ({exc.strerror or exc})"
+                ) from exc
             report.written.append(target)
             voxel_ml = float(np.prod(data.spacing)) / 1000
             vols = ", ".join(
@@ -167,6 +187,8 @@ def predict_cases(
         except GliosegError as exc:
             report.failed.append((case.case_id, str(exc)))
             printer(f"{case.case_id}: FAILED: {exc}")
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # nothing was written: leave no empty folder behind
     return report
 
 
