@@ -200,6 +200,17 @@ def nnunet_side(iters: int, threads: int) -> dict:
     return result
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def child(args: argparse.Namespace) -> None:
     import torch
 
@@ -229,7 +240,10 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    from importlib import metadata
+
     from glioseg.data.cases import discover_cases
+    from glioseg.models.checkpoint import package_versions
 
     found = discover_cases(args.data)
     cases = sorted(c.case_id for c in found.cases if c.label is not None)[: args.cases]
@@ -238,14 +252,16 @@ def main() -> None:
     import torch
 
     print(
-        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads; "
+        f"CPU: {_cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads; "
         f"torch {torch.__version__}; {len(cases)} real cases, {PATCH}^3 at {SPACING:g} mm, batch {BATCH}, "
         f"{args.iters} timed iterations after 1 warm-up"
     )
     results = {
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.platform(),
+        "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "versions": {**package_versions(), "nnunetv2": metadata.version("nnunetv2")},
         "threads": args.threads,
         "cases": cases,
         "iters": args.iters,
