@@ -155,13 +155,13 @@ def package_release(
     )
     weights = {e["name"]: e["weights"] for e in (weights_doc or {}).get("models", [])}
     cases = discover_cases(data).by_id()
+    folds = read_json(work / "splits.json", "splits")
     results: dict[str, Any] = {"definition": "brats2024-ssa", "cases": len(cases), "stages": {}}
     dest_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest_root))
     try:
         fp16 = []
         for group in groups:
-            folds = read_json(work / "splits.json", "splits")
             for k, fold in enumerate(folds):
                 fp16.append(
                     _export_member(
@@ -188,7 +188,6 @@ def package_release(
                     _scores(Path(tmp), data)
                 )
         results["fp16"] = fp16
-        folds = read_json(work / "splits.json", "splits")
         regression_cases = [fold["val"][0] for fold in folds[:REGRESSION_CASES]]
         results["regression"] = regression_scores(
             [find_members(staging / g) for g in groups],

@@ -54,6 +54,11 @@ def volume_bins(volumes: np.ndarray, n_bins: int) -> np.ndarray:
     return (ranks * n_bins // max(len(v), 1)).astype(np.int64)
 
 
+def _stratifiable(groups: np.ndarray, n_folds: int) -> bool:
+    """Whether scikit-learn's StratifiedKFold accepts ``groups``: some group has at least ``n_folds`` cases."""
+    return int(np.bincount(np.unique(groups, return_inverse=True)[1]).max()) >= n_folds
+
+
 def _dealt_folds(groups: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, val) index pairs: cases ordered by group (shuffled within each) and dealt round-robin.
 
@@ -116,7 +121,7 @@ def make_folds(
         if groups is None or len(groups) != len(ids):
             raise ConfigError(f"strategy {strategy} needs one group label per case")
         y = np.asarray(groups)[order]
-        if np.bincount(np.unique(y, return_inverse=True)[1]).max() < n_folds:
+        if not _stratifiable(y, n_folds):
             # every group is smaller than the number of folds (a small cohort with several
             # clusters): scikit-learn refuses to stratify, so deal the cases into the folds group
             # by group in a shuffled order, which spreads each group over as many folds as it can
@@ -289,11 +294,7 @@ def split_cohort(
             per_case[name] = frame[name].to_numpy()
     seeds = range(10_000, 10_000 + n_random)
     stats: dict = {}
-    stratified_groups = groups if strategy != "random" else None
-    if (
-        stratified_groups is not None
-        and np.bincount(np.unique(stratified_groups, return_inverse=True)[1]).max() < n_folds
-    ):
+    if strategy != "random" and not _stratifiable(groups, n_folds):
         stats["fallback"] = (
             f"every {'cluster' if strategy == 'radiomics' else 'volume bin'} is smaller than {n_folds} folds, so the "
             "cases were dealt into the folds group by group instead of scikit-learn's StratifiedKFold"
