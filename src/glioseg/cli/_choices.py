@@ -26,3 +26,11 @@ class MissingPrediction(str, Enum):
     error = "error"
     skip = "skip"
     empty = "empty"
+
+
+class Severity(str, Enum):
+    """How strongly ``glioseg degrade`` degrades a case (:data:`glioseg.data.degrade.SEVERITIES`)."""
+
+    mild = "mild"
+    moderate = "moderate"
+    severe = "severe"

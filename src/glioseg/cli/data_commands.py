@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from glioseg.cli._common import console, parse_triple, reports_errors
+from glioseg.cli._choices import Severity
+from glioseg.cli._common import console, exit_if_failures, parse_triple, reports_errors, say
 from glioseg.models.catalog import DEMO_MODEL
 
 DEMO_NOTICE = (
@@ -97,6 +98,71 @@ def preview(
     console.print(f"wrote {target}")
 
 
+def degrade(
+    source: Path = typer.Argument(
+        ..., help="A case folder or a folder of cases (any BraTS layout); never modified."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for the degraded copies (one folder per case)."
+    ),
+    seed: int = typer.Option(
+        0, help="Random seed; the same seed gives the same copy of a case, bit for bit."
+    ),
+    severity: Severity = typer.Option(
+        Severity.moderate, help="mild, moderate (BraTS-Africa-like, as in training augmentation) or severe."
+    ),
+    preview: bool = typer.Option(True, help="Also write <ID>/<ID>-degrade.png (before/after slices)."),
+) -> None:
+    """Write BraTS-Africa-like low-quality copies of cases: thick slices, motion, ghosting, bias field,
+    noise and contrast change drawn per modality; grid, file names and labels unchanged."""
+    from glioseg.data.cases import discover_cases, load_case
+    from glioseg.data.degrade import RECORD_SUFFIX, degrade_case
+    from glioseg.data.io import check_output_folder, read_json
+    from glioseg.errors import GliosegError, InputError
+    from glioseg.report.preview import render_before_after
+
+    src, dest = source.resolve(), out.resolve()
+    if dest == src or src in dest.parents:  # copies inside the input would be found as cases next time
+        raise InputError(out, f"lies inside the input {source}; choose a folder outside it")
+    check_output_folder(out)
+    found = discover_cases(source)
+    failures = [str(e) for e in found.errors]
+    written = kept = 0
+    for case in found.cases:
+        existing = out / case.case_id / f"{case.case_id}{RECORD_SUFFIX}"
+        if existing.exists():
+            record = read_json(existing, "degrade record")
+            if record.get("seed") == seed and record.get("severity") == severity.value:
+                kept += 1
+                console.print(
+                    f"{case.case_id}: {existing.parent} exists with the same seed and severity, kept"
+                )
+                continue
+        t0 = time.perf_counter()
+        try:
+            copy = degrade_case(case, out, seed=seed, severity=severity.value)
+            if preview:
+                before = load_case(case)
+                after = load_case(discover_cases(copy.folder).cases[0], with_label=False)
+                render_before_after(
+                    before.image,
+                    after.image,
+                    before.affine,
+                    copy.folder / f"{case.case_id}-degrade.png",
+                    labels=before.label,
+                    title=f"{case.case_id}: {severity.value} degradation, seed {seed}",
+                )
+        except GliosegError as exc:
+            failures.append(str(exc))
+            say("failed", exc)
+            continue
+        written += 1
+        snr = ", ".join(f"{m} {r.get('snr', '-')}" for m, r in copy.record["modalities"].items())
+        console.print(f"{case.case_id}: SNR {snr} -> {copy.folder} ({time.perf_counter() - t0:.1f} s)")
+    console.print(f"{written} case(s) degraded ({severity.value}, seed {seed}), {kept} kept -> {out}")
+    exit_if_failures(failures)
+
+
 def demo(
     out: Path = typer.Option(
         Path("demo_output"), "--out", "-o", help="Folder for everything the demo writes."
@@ -181,3 +247,6 @@ def register(app: typer.Typer) -> None:
         reports_errors(preview)
     )
     app.command(epilog="Example: glioseg demo --out demo_output")(reports_errors(demo))
+    app.command(
+        epilog="Example: glioseg degrade ../shared/data/brats2018 --out data/brats2018-degraded --seed 0"
+    )(reports_errors(degrade))

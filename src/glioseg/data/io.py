@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -194,6 +195,27 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder next to ``path``; rename it onto ``path`` when the block succeeds.
+
+    ``path`` must not exist (a folder is never merged into or replaced); on error the staging
+    folder and everything in it are removed, so a reader sees the whole folder or nothing.
+    """
+    dest = Path(path)
+    if dest.exists():
+        raise InputError(dest, "already exists; remove it or choose another output folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    try:
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp creates 0700; outputs get the usual permissions
+        yield staging
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

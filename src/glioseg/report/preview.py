@@ -181,3 +181,73 @@ def render_preview(
         fig.savefig(tmp, dpi=90, facecolor="black", format="png")
     plt.close(fig)
     return Path(out_png)
+
+
+def render_before_after(
+    before: np.ndarray,
+    after: np.ndarray,
+    affine: np.ndarray,
+    out_png: str | Path,
+    labels: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """Write a PNG comparing two versions of a case (e.g. ``glioseg degrade``'s source and copy).
+
+    Rows are the modalities; columns are the axial and coronal slices through the tumour,
+    before and after, each pair on the same grey scale (the source's 99.5th percentile), so
+    that contrast and bias changes are visible.  Labels, when given, are outlined on the
+    ``before`` panels only, to keep the degraded image readable.
+
+    Parameters
+    ----------
+    before, after : ndarray, shape (4, X, Y, Z), same grid
+    affine : (4, 4) voxel -> world of both
+    out_png : path-like (written atomically)
+    labels : ndarray (X, Y, Z), optional, canonical labels (choose the slices)
+    """
+    if before.shape != after.shape:
+        raise ValueError(f"before {before.shape} and after {after.shape} differ")
+    old, new = to_ras(np.asarray(before), affine), to_ras(np.asarray(after), affine)
+    lab = to_ras(np.asarray(labels), affine) if labels is not None else None
+    centre = tumour_centre(lab, old.shape[1:])
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    ornt = nib.orientations.io_orientation(affine)
+    spacing = [zooms[int(ax)] for ax in np.argsort(ornt[:, 0])]
+    aspect = {"axial": spacing[1] / spacing[0], "coronal": spacing[2] / spacing[0]}
+    columns = [(p, when) for p in ("axial", "coronal") for when in ("before", "after")]
+    fig, axes = plt.subplots(len(MODALITIES), 4, figsize=(11, 2.9 * len(MODALITIES)), facecolor="black")
+    for r, name in enumerate(MODALITIES):
+        brain = old[r][old[r] > 0]
+        vmax = float(np.percentile(brain, 99.5)) if brain.size else 1.0
+        for c, (plane, when) in enumerate(columns):
+            ax = axes[r, c]
+            vol = old[r] if when == "before" else new[r]
+            ax.imshow(
+                _slice(vol, plane, centre),
+                cmap="gray",
+                vmin=0,
+                vmax=vmax,
+                origin="lower",
+                aspect=aspect[plane],
+            )
+            if lab is not None and when == "before":
+                ax.contour(
+                    _slice(region_mask(lab, "WT"), plane, centre), levels=[0.5], colors="lime", linewidths=0.6
+                )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for x, text in zip((0.02, 0.98), MARKERS[plane], strict=True):
+                ax.text(x, 0.5, text, transform=ax.transAxes, color="white", fontsize=8, fontweight="bold",
+                        ha="left" if x < 0.5 else "right", va="center")  # fmt: skip
+            if r == 0:
+                ax.set_title(f"{plane}, {when}", color="white", fontsize=10)
+            if c == 0:
+                ax.set_ylabel(name, color="white", fontsize=10)
+    fig.text(0.5, 0.01, f"{CONVENTION}; green: whole-tumour outline", color="white", ha="center", fontsize=9)
+    if title:
+        fig.suptitle(title, color="white", fontsize=11)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=80, facecolor="black", format="png")
+    plt.close(fig)
+    return Path(out_png)

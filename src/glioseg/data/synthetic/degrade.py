@@ -123,7 +123,7 @@ class LowQualityProfile:
 
 def degrade_low_quality(
     volume: np.ndarray,
-    spacing_mm: float,
+    spacing_mm: float | tuple[float, float, float],
     rng: np.random.Generator,
     profile: LowQualityProfile = LowQualityProfile(),
     mask: np.ndarray | None = None,
@@ -133,6 +133,8 @@ def degrade_low_quality(
 
     Order: thick-slice acquisition, motion, ghosting, bias field, Rician noise, gamma.
     ``mask`` (brain) is re-applied at the end so that skull-stripped zeros stay zero.
+    ``spacing_mm`` is the voxel size, one number or one per axis (slice thickness and motion are
+    drawn in mm and converted to voxels along the axis they act on).
 
     Returns
     -------
@@ -141,18 +143,19 @@ def degrade_low_quality(
         What was applied (axis, thickness, SNR, ...), for metadata and reports.
     """
     out = np.asarray(volume, dtype=np.float32)
+    spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (3,))
     record: dict = {}
     ref = robust_level(out, 50)
     noise_mask = mask > 0 if mask is not None else None
     if rng.random() < profile.thick_slice_probability:
         axis = int(rng.choice(3, p=[0.15, 0.15, 0.70]))
         thickness = float(rng.uniform(*profile.slice_thickness_mm))
-        factor = int(round(thickness / spacing_mm))
+        factor = int(round(thickness / spacing[axis]))
         out = thick_slices(out, axis, factor)
         record["thick_slice"] = {"axis": axis, "thickness_mm": round(thickness, 2), "factor": factor}
     if rng.random() < profile.motion_probability:
         axis = int(rng.integers(3))
-        shift = float(rng.uniform(*profile.motion_shift_mm)) / spacing_mm
+        shift = float(rng.uniform(*profile.motion_shift_mm)) / spacing[axis]
         out = motion_blur(out, axis, shift)
         record["motion"] = {"axis": axis, "shift_vox": round(shift, 2)}
     if rng.random() < profile.ghost_probability:
