@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Retrain glioseg's real release models from the 21 real BraTS 2018 cases, with glioseg's own commands.
 #
-#   scripts/train_real_models.sh [STAGE ...]      STAGE: split nnunet mednext ensemble postprocess package all
+#   scripts/train_real_models.sh [STAGE ...]
+#   STAGE: split nnunet mednext degrade ensemble postprocess package all
 #
 # Every stage skips finished work, so the script can be stopped at any time and run again
 # (an unfinished fold resumes from its last checkpoint, a finished fold is skipped).  The
@@ -56,24 +57,32 @@ stage_nnunet() {
 stage_mednext() {
   "$GLIOSEG" train "$DATA" --model mednext-s-k3 --out "$WORK/mednext" "${COMMON[@]}" "${MEDNEXT_SCHEDULE[@]}"
 }
+stage_degrade() {  # low-quality copies of the cases: the card's degraded-input result
+  "$GLIOSEG" degrade "$DATA" --out "$WORK/degraded" --seed "$SEED" --severity moderate --no-preview
+}
 stage_ensemble() {
+  [ -f "$WORK/mednext/cv_summary.json" ] || { echo "ensemble: no finished MedNeXt cross-validation yet, skipped"; return; }
   "$GLIOSEG" ensemble-weights "$WORK/nnunet" "$WORK/mednext" --out "$WORK/weights.json" \
     --data "$DATA" --oof-out "$WORK/oof-ensemble"
 }
-stage_postprocess() {
-  "$GLIOSEG" postprocess tune --pred "$WORK/oof-ensemble" --gt "$DATA" --out "$WORK/pp.json" \
+stage_postprocess() {  # tuned on the ensemble's out-of-fold labels (nnU-Net's alone until MedNeXt is done)
+  local pred="$WORK/oof-ensemble"
+  [ -d "$pred" ] || pred="$WORK/nnunet/oof"
+  "$GLIOSEG" postprocess tune --pred "$pred" --gt "$DATA" --out "$WORK/pp.json" \
     --clusters "$WORK/splits.model.json"
 }
 stage_package() {
-  "$GLIOSEG" models package "$WORK" --name "$NAME" --data "$DATA" --card "$WORK/card-fields.json"
+  local degraded=()
+  [ -d "$WORK/degraded" ] && degraded=(--degraded "$WORK/degraded")
+  "$GLIOSEG" models package "$WORK" --name "$NAME" --data "$DATA" --card "$WORK/card-fields.json" "${degraded[@]}"
 }
 
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(all)
 for stage in "${stages[@]}"; do
   case "$stage" in
-    all) stage_split; stage_nnunet; stage_mednext; stage_ensemble; stage_postprocess; stage_package ;;
-    split|nnunet|mednext|ensemble|postprocess|package) "stage_$stage" ;;
-    *) echo "unknown stage '$stage' (split nnunet mednext ensemble postprocess package all)" >&2; exit 2 ;;
+    all) stage_split; stage_nnunet; stage_mednext; stage_degrade; stage_ensemble; stage_postprocess; stage_package ;;
+    split|nnunet|mednext|degrade|ensemble|postprocess|package) "stage_$stage" ;;
+    *) echo "unknown stage '$stage' (split nnunet mednext degrade ensemble postprocess package all)" >&2; exit 2 ;;
   esac
 done

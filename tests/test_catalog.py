@@ -163,6 +163,7 @@ def test_a_cross_validated_release_packages_into_a_scored_bundle(tmp_path):
             str(work / "pp.json"),
         ],
     ]
+    steps.append(["degrade", str(data), "--out", str(tmp_path / "degraded"), "--no-preview"])
     for step in steps:
         result = runner.invoke(app, step)
         assert result.exit_code == 0, result.output
@@ -183,6 +184,8 @@ def test_a_cross_validated_release_packages_into_a_scored_bundle(tmp_path):
             str(fields),
             "--dest",
             str(dest),
+            "--degraded",
+            str(tmp_path / "degraded"),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -200,6 +203,8 @@ def test_a_cross_validated_release_packages_into_a_scored_bundle(tmp_path):
     expected = np.mean([r.regions["TC"].lesionwise_dice for r in oof.results])
     assert stages["mednext"]["TC"]["lesionwise_dice_mean"] == pytest.approx(expected, abs=1e-4)
     assert stages["ensemble"]["WT"]["n"] == 5
+    degraded = card.doc["results"]["degraded"]
+    assert degraded["severity"] == "moderate" and degraded["scores"]["ET"]["n"] == 5
     from glioseg.train.release import FP16_TOLERANCE
 
     for entry, member in zip(

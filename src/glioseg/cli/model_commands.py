@@ -66,6 +66,11 @@ def package(
     dest: Path | None = typer.Option(
         None, "--dest", help="Folder of bundled models (default: the package's own)."
     ),
+    degraded: Path | None = typer.Option(
+        None,
+        "--degraded",
+        help="glioseg degrade copies of --data: the card also records out-of-fold scores on them.",
+    ),
 ) -> None:
     """Package a cross-validated release as a bundled model (float16 weights where exact enough, scored card)."""
     from glioseg.data.io import read_json
@@ -73,7 +78,7 @@ def package(
     from glioseg.train.release import package_release
 
     result = package_release(
-        work, name, data, read_json(card, "card fields"), dest or BUNDLED_MODELS, console.print
+        work, name, data, read_json(card, "card fields"), dest or BUNDLED_MODELS, console.print, degraded
     )
     console.print(
         f"bundled model {result.name} -> {result.root} ({result.size_mb:.1f} MB, SHA-256 {result.checksum[:16]}...)"

@@ -7,6 +7,16 @@ from glioseg.models.catalog import ModelCard
 from glioseg.models.checkpoint import DISCLAIMER
 
 
+def _score_row(stage: str, scores: dict) -> str:
+    dice = [
+        f"{scores[r]['lesionwise_dice_mean']:.3f} ± {scores[r]['lesionwise_dice_sd']:.3f} "
+        f"({scores[r]['lesionwise_dice_median']:.3f})"
+        for r in REGIONS
+    ]
+    hd = [f"{scores[r]['lesionwise_hd95_mean']:.1f}" for r in REGIONS]
+    return f"| {stage} | " + " | ".join(dice + hd) + " |"
+
+
 def card_text(card: ModelCard) -> str:
     """The model card as Markdown (for docs/models.md and ``glioseg models show``)."""
     doc = card.doc
@@ -40,14 +50,19 @@ def card_text(card: ModelCard) -> str:
             + " |",
             "|---" * (1 + 2 * len(REGIONS)) + "|",
         ]
-        for stage, scores in stages.items():
-            dice = [
-                f"{scores[r]['lesionwise_dice_mean']:.3f} ± {scores[r]['lesionwise_dice_sd']:.3f} "
-                f"({scores[r]['lesionwise_dice_median']:.3f})"
-                for r in REGIONS
+        rows = list(stages.items())
+        degraded = doc["results"].get("degraded")
+        if degraded:
+            label = (
+                f"shipped pipeline on low-quality copies ({degraded['severity']}, seed {degraded['seed']})"
+            )
+            rows.append((label, degraded["scores"]))
+        lines += [_score_row(stage, scores) for stage, scores in rows]
+        if degraded:
+            lines += [
+                "",
+                f"Low-quality copies: `{degraded['command']}` (glioseg degrade), each fold's models on its own validation cases.",
             ]
-            hd = [f"{scores[r]['lesionwise_hd95_mean']:.1f}" for r in REGIONS]
-            lines.append(f"| {stage} | " + " | ".join(dice + hd) + " |")
     for key in ("failure_modes", "notes"):
         for item in doc.get(key) or []:
             lines.append(f"- {item}")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from glioseg.data.cases import discover_cases, load_case
+from glioseg.data.degrade import RECORD_SUFFIX as DEGRADE_RECORD_SUFFIX
 from glioseg.data.io import read_json
 from glioseg.data.labels import REGIONS
 from glioseg.errors import InputError
@@ -95,6 +96,42 @@ def regression_scores(groups, weights, postprocess: Path | None, cases) -> dict[
     return out
 
 
+def degraded_scores(
+    bundle: Path, groups: list[str], weights, postprocess: Path | None, folds, degraded: Path
+) -> dict[str, Any]:
+    """Out-of-fold scores of the shipped pipeline on low-quality copies of the cross-validation cases.
+
+    Each fold's shipped members (float16 where shipped so) segment the ``glioseg degrade`` copies
+    of that fold's validation cases (default mode, the bundle's weights and post-processing), so
+    no case is segmented by a model that saw its clean original.  Returns the severity and seed
+    of the copies with :func:`score_summary` of the results.
+    """
+    cases = discover_cases(degraded).by_id()
+    settings = InferenceSettings.for_mode("default", device="cpu")
+    hook = make_postprocessor(PostprocessConfig.load(postprocess)) if postprocess else None
+    w = None if weights is None else [[float(x[r]) for r in REGIONS] for x in weights]
+    results = []
+    record: dict[str, Any] = {}
+    for k, fold in enumerate(folds):
+        fold_groups = [find_members(bundle / g / f"fold_{k}") for g in groups]
+        for case_id in fold["val"]:
+            if case_id not in cases:
+                raise InputError(degraded, f"no degraded copy of {case_id} (make them with glioseg degrade)")
+            case = cases[case_id]
+            record = read_json(case.folder / f"{case_id}{DEGRADE_RECORD_SUFFIX}", "degrade record")
+            data = load_case(case)
+            labels = segment_case(data, fold_groups, w, settings).labels
+            if hook is not None:
+                labels = hook(labels, data)
+            results.append(evaluate_labels(labels, data.label, data.spacing, "brats2024-ssa", case_id))
+    return {
+        "severity": record.get("severity"),
+        "seed": record.get("seed"),
+        "command": f"glioseg degrade DATA --out DEGRADED --seed {record.get('seed')} --severity {record.get('severity')}",
+        "scores": score_summary(results),
+    }
+
+
 def fp16_deviation(member_dir: Path, half_dir: Path, case_dir: Path) -> float:
     """Largest absolute difference of region probabilities between two copies of a member on one case."""
     data = load_case(discover_cases(case_dir).cases[0], with_label=False)
@@ -133,6 +170,7 @@ def package_release(
     card: dict[str, Any],
     dest_root: str | Path = BUNDLED_MODELS,
     printer: Callable[[str], None] = print,
+    degraded: str | Path | None = None,
 ) -> ModelCard:
     """Build the bundled model ``dest_root/name`` from a release workspace (atomically replaced).
 
@@ -143,6 +181,8 @@ def package_release(
     data : the labelled cases the cross-validation ran on (to score and to check float16)
     card : the descriptive fields of the model card (``summary``, ``intended_use``, ...);
         ``groups``, ``postprocess`` and ``results`` are filled in from the workspace.
+    degraded : optional ``glioseg degrade`` copies of ``data``; the card then also records the
+        shipped pipeline's out-of-fold scores on them (:func:`degraded_scores`).
     """
     work, data, dest_root = Path(work), Path(data), Path(dest_root)
     groups = [g for g in GROUPS if (work / g / "cv_summary.json").exists()]
@@ -195,6 +235,16 @@ def package_release(
             staging / "pp.json" if postprocess else None,
             [cases[c] for c in regression_cases],
         )
+        if degraded is not None:
+            printer(f"scoring the shipped pipeline out of fold on the low-quality copies in {degraded}")
+            results["degraded"] = degraded_scores(
+                staging,
+                groups,
+                [weights.get(g) for g in groups] if has_ensemble and weights else None,
+                staging / "pp.json" if postprocess else None,
+                folds,
+                Path(degraded),
+            )
         doc = {
             **card,
             "name": name,
