@@ -133,3 +133,20 @@ def test_version_and_messages_keep_square_brackets(tmp_path):
     )
     assert result.exit_code == 1
     assert result.output.strip() == f"error: {missing}: prediction not found"
+
+
+@pytest.mark.parametrize("name", _commands())
+def test_help_shows_flags_as_flags(name):
+    """A boolean option is a flag (``--report``, ``--report/--no-report``) that takes no value, so help must
+    not label it ``<bool>`` as if ``--report true`` were the way to use it (typer's rich help did)."""
+    result = runner.invoke(app, [*name.split(), "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "--help" in result.output and "<bool>" not in result.output
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for part in name.split():
+        command = command.commands[part]
+    for param in command.params:  # every yes/no option is a flag: help and parsing agree
+        if param.type_descriptor.annotation is bool:
+            assert param.is_flag, param.opts

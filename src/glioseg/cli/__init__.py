@@ -7,6 +7,7 @@ Heavy libraries (torch, MONAI) are imported inside the commands so that ``gliose
 from __future__ import annotations
 
 import typer
+import typer.core
 
 from glioseg.cli import (
     data_commands,
@@ -19,6 +20,27 @@ from glioseg.cli import (
     train_commands,
     transfer_commands,
 )
+
+
+def _flags_take_no_value() -> None:
+    """Show boolean flags in help as plain flags (``--report``, ``--window-norm/--global-norm``).
+
+    typer's rich help labels every flag ``<bool>`` as if it took a value, but ``--report true`` is
+    rejected (typer's plain-text help already leaves the type out for flags). Applied once, here.
+    """
+    option = typer.core.TyperOption
+    if getattr(option.display_type_rich, "_glioseg", False):
+        return
+    original = option.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag or self.count else original(self, ctx)
+
+    display_type_rich._glioseg = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 app = typer.Typer(
     name="glioseg",
