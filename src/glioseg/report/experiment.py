@@ -61,6 +61,26 @@ def _verdict(diffs) -> str:
     return "not reproduced (no consistent improvement)"
 
 
+def portable_paths(text: str, exp, folders: dict) -> str:
+    """``text`` with the machine's folders replaced by names: ``EXP`` for the experiment folder,
+    ``SOURCE``/``TARGET``/``TEST`` for user-given cohort folders outside it, so that a committed
+    report names no folder of the machine it ran on.
+
+    >>> from types import SimpleNamespace
+    >>> exp = SimpleNamespace(out=Path("/home/a/exp"))
+    >>> portable_paths("glioseg train /data/t --out /home/a/exp/cv", exp, {"target": Path("/data/t")})
+    'glioseg train TARGET --out EXP/cv'
+    """
+    names = {str(Path(exp.out).resolve()): "EXP", str(exp.out): "EXP"}
+    for key, folder in folders.items():
+        for form in {str(folder), str(Path(folder).resolve())}:
+            if not form.startswith(tuple(names)):
+                names[form] = key.upper()
+    for path in sorted(names, key=len, reverse=True):  # longest first: nested folders
+        text = text.replace(path, names[path])
+    return text
+
+
 def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_runs: dict) -> Path:
     from glioseg.data.cases import discover_cases, load_case
     from glioseg.data.io import load_label
@@ -77,7 +97,8 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
     doc.paragraph(
         f"Scale **{exp.scale.name}**, seed {exp.seed}. Cohorts: "
         + ", ".join(
-            f"{k} `{folders[k]}` ({'synthetic, glioseg synth' if synthetic[k] else 'user data'}, "
+            f"{k} `{portable_paths(str(folders[k]), exp, folders)}` "
+            f"({'synthetic, glioseg synth' if synthetic[k] else 'user data'}, "
             f"{len(discover_cases(folders[k]).cases)} cases)"
             for k in ("source", "target", "test")
         )
@@ -219,8 +240,11 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
         + ", ".join(f"{k} {v:.0f}" for k, v in exp.timings.items() if k != "total_this_run")
         + f"; sum {total:.0f} s."
     )
-    doc.paragraph("Equivalent commands, in order (the experiment ran them through the Python API):")
-    doc.code("\n".join(exp.commands) + "\n")
+    doc.paragraph(
+        "Equivalent commands, in order (the experiment ran them through the Python API); EXP is the "
+        "experiment folder (`--out`), SOURCE, TARGET and TEST the cohort folders given to it:"
+    )
+    doc.code(portable_paths("\n".join(exp.commands), exp, folders) + "\n")
     doc.write(out / "report.md", out / "report.html")
     from glioseg.data.io import write_text_atomic
 
