@@ -218,3 +218,24 @@ def test_a_cross_validated_release_packages_into_a_scored_bundle(tmp_path):
     assert [g.name for g in resolved.groups] == ["nnunet", "mednext"] and len(resolved.groups[0].members) == 2
     assert resolved.postprocess == dest / "tiny" / "pp.json" and resolved.weights == card.weights()
     assert not list(dest.glob(".tiny-*"))  # no staging folder left behind
+
+
+def test_validation_curve_averages_the_folds_logs_by_iteration(tmp_path):
+    from glioseg.train.release import validation_curve
+
+    header = "epoch,step,train_loss,val_dice_ET,val_dice_TC,val_dice_WT,val_dice_mean\n"
+    for k, (et, tc, wt) in enumerate([(0.2, 0.4, 0.6), (0.4, 0.6, 0.8)]):
+        log = tmp_path / f"fold_{k}" / "logs" / "csv" / "metrics.csv"
+        log.parent.mkdir(parents=True)
+        rows = ["0,9,1.0,,,,", f"1,19,,{et},{tc},{wt},{(et + tc + wt) / 3}", "1,19,0.5,,,,"]
+        if k == 1:
+            rows.append(f"2,29,,{et + 0.1},{tc},{wt},0.6")
+        log.write_text(header + "\n".join(rows) + "\n")
+    curve = validation_curve(tmp_path, n_folds=3)  # fold 2 has no log yet
+    assert [p["iterations"] for p in curve] == [20, 30]
+    assert (
+        curve[0]["folds"] == 2
+        and curve[0]["ET"] == pytest.approx(0.3)
+        and curve[0]["WT"] == pytest.approx(0.7)
+    )
+    assert curve[1]["folds"] == 1 and curve[1]["ET"] == pytest.approx(0.5)

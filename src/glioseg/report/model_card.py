@@ -63,6 +63,22 @@ def card_text(card: ModelCard) -> str:
                 "",
                 f"Low-quality copies: `{degraded['command']}` (glioseg degrade), each fold's models on its own validation cases.",
             ]
+    curves = (doc.get("results") or {}).get("validation_curve") or {}
+    for group, curve in curves.items():
+        if not curve:
+            continue
+        lines += [
+            "",
+            f"{group}: validation Dice during training (voxel Dice on each fold's validation cases, "
+            "mean over folds) by iteration:",
+            "",
+            "| iterations | folds | " + " | ".join(REGIONS) + " |",
+            "|---" * (2 + len(REGIONS)) + "|",
+        ]
+        lines += [
+            f"| {p['iterations']} | {p['folds']} | " + " | ".join(f"{p[r]:.3f}" for r in REGIONS) + " |"
+            for p in curve
+        ]
     for key in ("failure_modes", "notes"):
         for item in doc.get(key) or []:
             lines.append(f"- {item}")

@@ -132,6 +132,34 @@ def degraded_scores(
     }
 
 
+def validation_curve(cv_dir: Path, n_folds: int) -> list[dict[str, float]]:
+    """Validation Dice by training iteration, mean over the folds, from each fold's training log.
+
+    The training-time validation: voxel Dice per region on the fold's whole validation cases at
+    the plan's spacing (sliding windows, overlap 0.25, no mirroring), every ``--val-every``
+    epochs.  Early points come from inside one learning-rate schedule, so they show how far the
+    models were from converging, not what a shorter schedule would reach.
+    """
+    import pandas as pd
+
+    frames = []
+    for k in range(n_folds):
+        log = cv_dir / f"fold_{k}" / "logs" / "csv" / "metrics.csv"
+        if not log.exists():
+            continue
+        frame = pd.read_csv(log)
+        frames.append(frame[frame["val_dice_mean"].notna()].assign(fold=k))
+    if not frames:
+        return []
+    table = pd.concat(frames)
+    rows = []
+    for step, group in table.groupby("step"):
+        row = {"iterations": int(step) + 1, "folds": int(group["fold"].nunique())}
+        row |= {r: round(float(group[f"val_dice_{r}"].mean()), 4) for r in REGIONS}
+        rows.append(row)
+    return rows
+
+
 def fp16_deviation(member_dir: Path, half_dir: Path, case_dir: Path) -> float:
     """Largest absolute difference of region probabilities between two copies of a member on one case."""
     data = load_case(discover_cases(case_dir).cases[0], with_label=False)
@@ -212,6 +240,7 @@ def package_release(
                     )
                 )
             results["stages"][group] = _scores(work / group / "oof", data)
+            results.setdefault("validation_curve", {})[group] = validation_curve(work / group, len(folds))
         has_ensemble = len(groups) > 1 and (work / "oof-ensemble").is_dir()
         if has_ensemble:
             results["stages"]["ensemble"] = _scores(work / "oof-ensemble", data)
