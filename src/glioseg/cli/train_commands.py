@@ -66,6 +66,8 @@ def _run(options, resume: bool, tta: str) -> None:
         result = resume_run(options.out, printer=console.print, devices=options.devices)
     else:
         result = train_run(options, printer=console.print)
+    if not result.primary:  # another process of a multi-process run: rank 0 reports
+        return
     scores = ", ".join(
         f"{k.removeprefix('val_dice_')} {v:.3f}"
         for k, v in result.metrics.items()

@@ -106,6 +106,11 @@ def cross_validate(options: TrainOptions, tta: str = "flip", printer=print) -> d
     """Train all folds of ``options.splits``, predict out of fold, and summarise (resumable)."""
     if options.splits is None:
         raise ConfigError("--fold all needs --splits (make them with `glioseg split`)")
+    if options.devices * options.num_nodes > 1:
+        raise ConfigError(
+            "--fold all runs the folds one after another in one process; with several devices train each "
+            "fold on its own (--fold 0, --fold 1, ...), then predict out of fold with --fold all on one device"
+        )
     folds = load_splits(options.splits)
     cv_dir = Path(options.out)
     cv_dir.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,9 @@ class PatchDataset(Dataset):
     seed : base seed
     augment : apply :func:`nnunet_augmentation`
     low_quality_probability : chance per sample of :func:`normalised_low_quality`
+    processes : processes of a multi-process (DDP) run; Lightning's distributed sampler deals
+        sample ``i`` to process ``i % processes``, so a process's batches are made of every
+        ``processes``-th index and the oversampling rule counts positions in those batches
 
     Items are dicts with ``image`` ``(4, *patch)`` float32 and ``target`` ``(3, *patch)`` float32
     (WT, TC, ET masks).
@@ -149,6 +152,7 @@ class PatchDataset(Dataset):
         oversample: float = 0.33,
         augment: bool = True,
         low_quality_probability: float = 0.0,
+        processes: int = 1,
     ):
         self.cache = cache
         self.case_ids = list(case_ids)
@@ -158,6 +162,7 @@ class PatchDataset(Dataset):
         self.seed = int(seed)
         self.oversample = float(oversample)
         self.low_quality_probability = float(low_quality_probability)
+        self.processes = max(1, int(processes))
         self.epoch = 0
         self.transforms = nnunet_augmentation(self.patch_size) if augment else None
         self.spacing = float(np.mean(cache.info(self.case_ids[0]).target_spacing)) if self.case_ids else 1.0
@@ -169,7 +174,7 @@ class PatchDataset(Dataset):
         return self.samples_per_epoch
 
     def forces_foreground(self, index: int) -> bool:
-        position = index % self.batch_size
+        position = index // self.processes % self.batch_size
         return position >= round(self.batch_size * (1 - self.oversample))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -111,7 +111,15 @@ class SegmentationModule(L.LightningModule):
             loss = self.loss(outputs, target)
         else:
             loss = self._consistency_step(image, target, weight)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=image.shape[0])
+        self.log(
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=image.shape[0],
+            sync_dist=True,
+        )
         return loss
 
     def _consistency_step(self, image: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
@@ -130,7 +138,14 @@ class SegmentationModule(L.LightningModule):
             paired = self.network(image[crop].flip(axes))
             loss = 0.5 * (self.loss(outputs, target) + self.loss(paired, target[crop].flip(axes)))
             consistency = mirror_consistency(first_output(outputs)[crop], first_output(paired), axes)
-        self.log("train_mirror_consistency", consistency, on_step=False, on_epoch=True, batch_size=n)
+        self.log(
+            "train_mirror_consistency",
+            consistency,
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=True,
+        )
         return loss + weight * consistency
 
     def on_train_epoch_start(self) -> None:

@@ -27,6 +27,7 @@ from glioseg.data.preprocess import PreprocessedCache
 from glioseg.errors import ConfigError, InputError
 from glioseg.models.checkpoint import DISCLAIMER
 from glioseg.models.plan import Plan, add_preprocessed_statistics, header_fingerprint, make_plan
+from glioseg.train.ranks import await_run_record, is_primary_process
 from glioseg.train.recipes import Recipe, recipe_for
 from glioseg.train.splits import load_splits
 
@@ -74,6 +75,7 @@ class RunResult:
     run_dir: Path
     plan: Plan
     metrics: dict[str, float] = field(default_factory=dict)
+    primary: bool = True  # False in the other processes of a multi-process run (they write nothing)
 
 
 def _labelled_cases(root: Path) -> list[Case]:
@@ -273,6 +275,8 @@ def prepare(options: TrainOptions, printer=print) -> Prepared:
 def train(options: TrainOptions, printer=print, extra_callbacks: list | None = None) -> RunResult:
     """Train one model as described by ``options``; returns where it went and its last validation scores."""
     out = Path(options.out)
+    if not is_primary_process(options.devices * options.num_nodes):
+        return _follow(options, extra_callbacks)
     run_json = out / "run.json"
     if run_json.exists():
         raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
@@ -298,6 +302,22 @@ def train(options: TrainOptions, printer=print, extra_callbacks: list | None = N
         printer,
         extra_callbacks,
     )
+
+
+def _follow(options: TrainOptions, extra_callbacks: list | None) -> RunResult:
+    """A non-zero rank: rank 0 checks and prepares the run folder; this process waits for its run.json,
+    makes sure the cases are in its cache (a no-op on a shared cache) and joins the training (DDP starts
+    every process from rank 0's weights)."""
+    out = Path(options.out)
+    record = await_run_record(out, asdict(options))
+    plan = Plan.load(out / "plan.json")
+    cache = PreprocessedCache(options.cache or out / "preprocessed", tuple(plan.target_spacing))
+    by_id = discover_cases(Path(options.data)).by_id()
+    for case_id in sorted(set(record["split"]["train"]) | set(record["split"]["val"])):
+        cache.ensure(by_id[case_id], seed=options.seed)
+    recipe = Recipe.from_dict(record["recipe"])
+    quiet = lambda *args, **kwargs: None  # noqa: E731 (rank 0 reports)
+    return _fit(out, plan, recipe, record["split"], cache, options, None, None, quiet, extra_callbacks)
 
 
 def _pretrained_note(pretrained, options: TrainOptions) -> dict[str, Any]:
@@ -390,16 +410,19 @@ def _fit(
                 else ""
             )
         )
+    world = options.devices * options.num_nodes
     dataset = PatchDataset(
         cache,
         split["train"],
         plan.patch_size,
-        samples_per_epoch=recipe.iters_per_epoch * plan.batch_size,
+        # every process makes iters_per_epoch steps on its own share (Lightning's distributed sampler)
+        samples_per_epoch=recipe.iters_per_epoch * plan.batch_size * world,
         batch_size=plan.batch_size,
         seed=options.seed,
         oversample=recipe.oversample_foreground,
         augment=recipe.augment,
         low_quality_probability=recipe.low_quality_augment,
+        processes=world,
     )
     start_epoch = 0
     if ckpt_path is not None:
@@ -424,13 +447,13 @@ def _fit(
     if options.progress_bar:
         callbacks.append(TQDMProgressBar())
     callbacks += list(extra_callbacks or [])
-    world = options.devices * options.num_nodes
     trainer = L.Trainer(
         max_epochs=recipe.epochs,
         accelerator=options.accelerator,
         devices=options.devices,
         num_nodes=options.num_nodes,
-        strategy="ddp" if world > 1 else "auto",
+        # the lowest deep-supervision output has weight 0 (nnU-Net), so its head takes no part in the loss
+        strategy="ddp_find_unused_parameters_true" if world > 1 else "auto",
         precision=options.precision or _default_precision(options.accelerator),
         logger=[
             CSVLogger(out, name="logs", version="csv"),
@@ -469,4 +492,4 @@ def _fit(
             "disclaimer": DISCLAIMER,
         }
         save_model(canonical_state_dict(module.network), info, out / "model")
-    return RunResult(out, plan, metrics)
+    return RunResult(out, plan, metrics, primary=trainer.global_rank == 0)
