@@ -19,17 +19,18 @@ LAYERS: dict[str, int] = {
     "paths": 0,
     "runtime": 0,
     "data": 1,
-    "evaluate": 2,
-    "models": 3,
-    "infer": 4,
-    "postprocess": 4,
-    "train": 5,
-    "pipeline": 5,  # glioseg.segment: inference + a bundle's post-processing
-    "report": 6,
-    "experiment": 7,
-    "cli": 8,
-    "__main__": 9,
-    "": 9,  # the package itself (glioseg.segment, lazily)
+    "prepare": 2,  # raw study -> BraTS-ready case; imports data and layer 0 only (test below)
+    "evaluate": 3,
+    "models": 4,
+    "infer": 5,
+    "postprocess": 5,
+    "train": 6,
+    "pipeline": 6,  # glioseg.segment: inference + a bundle's post-processing
+    "report": 7,
+    "experiment": 8,
+    "cli": 9,
+    "__main__": 10,
+    "": 10,  # the package itself (glioseg.segment, lazily)
 }
 
 
@@ -96,6 +97,19 @@ def test_no_import_cycle():
         if start not in state:
             visit(start, [start])
     assert not cycles, "\n".join(cycles)
+
+
+def test_prepare_imports_only_data_and_layer_zero():
+    """glioseg prepare runs before any model exists: it may not reach evaluation, models or inference."""
+    allowed = {p for p, rank in LAYERS.items() if rank == 0} | {"data", "prepare"}
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in _imports().items()
+        if _part(module) == "prepare"
+        for target in targets
+        if _part(target) not in allowed
+    ]
+    assert not wrong, "\n".join(sorted(wrong))
 
 
 #: Longest module allowed: past it, a module holds more than one concept (docs/architecture.md).
