@@ -35,9 +35,11 @@ def synth(
     start: int = typer.Option(1, help="Index of the first case (to extend a cohort)."),
 ) -> None:
     """Generate synthetic BraTS-like cases (four contrasts + labels) from the MNI152 atlas."""
+    from glioseg.data.io import check_output_folder
     from glioseg.data.synthetic import generate_case, write_case
 
     grid = parse_triple(shape, "--shape")
+    check_output_folder(out)
     began = time.perf_counter()
     for index in range(start, start + cases):
         t0 = time.perf_counter()
@@ -176,7 +178,7 @@ def demo(
     import numpy as np
 
     from glioseg.data.cases import discover_cases, load_case
-    from glioseg.data.io import save_nifti, write_text_atomic
+    from glioseg.data.io import check_output_folder, save_nifti, write_text_atomic
     from glioseg.data.synthetic import generate_case, write_case
     from glioseg.evaluate import evaluate_labels
     from glioseg.infer.ensemble import segment_case
@@ -184,6 +186,7 @@ def demo(
     from glioseg.infer.settings import InferenceSettings
     from glioseg.report.preview import render_preview
 
+    check_output_folder(out)
     t0 = time.perf_counter()
     console.print(DEMO_NOTICE)
     case = generate_case(seed, 1, "ssa")

@@ -68,6 +68,7 @@ def evaluate(
     """
     from rich.table import Table
 
+    from glioseg.data.io import check_output_folder
     from glioseg.evaluate.runner import evaluate as run_evaluation
     from glioseg.evaluate.runner import summarize, write_outputs
 
@@ -78,6 +79,7 @@ def evaluate(
         scores = "  ".join(f"{r} {result.regions[r].lesionwise_dice:.3f}" for r in ("ET", "TC", "WT"))
         console.print(f"{case_id}: lesion-wise Dice {scores} ({seconds:.2f} s)")
 
+    check_output_folder(out)  # before any work
     run = run_evaluation(
         pred, gt, definition.value, jobs, geometry.value, progress=progress, missing=missing.value
     )

@@ -57,11 +57,12 @@ def tune(
 
     from rich.table import Table
 
-    from glioseg.data.io import read_json
+    from glioseg.data.io import check_output_file, read_json
     from glioseg.errors import InputError
     from glioseg.postprocess.grid import Grid
     from glioseg.postprocess.tune import tune as run_tune
 
+    check_output_file(out)  # before any work; the reports go beside it
     chosen_grid = Grid()
     if grid is not None:
         try:

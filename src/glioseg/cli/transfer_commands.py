@@ -96,9 +96,11 @@ def features(
     levels: int = typer.Option(32, min=2, help="Grey levels of the GLCM quantisation."),
 ) -> None:
     """Radiomic features per case on the whole tumour's largest component: shape, first-order, GLCM, quality."""
+    from glioseg.data.io import check_output_file
     from glioseg.data.radiomics.clusters import ClusterModel
     from glioseg.errors import InputError
 
+    check_output_file(out)  # before any work
     model = ClusterModel.load(assign) if assign is not None else None
     frame, errors = _compute_features(data, labels, label_source, quality, bin_width, levels)
     if frame.empty:
@@ -153,7 +155,7 @@ def split(
     label_source: LabelSource = typer.Option(LabelSource.auto, "--label-source", help=_SOURCE_HELP),
 ) -> None:
     """Cross-validation folds stratified by radiomic clusters (or volume, or random) with a balance report."""
-    from glioseg.data.io import write_text_atomic
+    from glioseg.data.io import check_output_file, write_text_atomic
     from glioseg.data.radiomics.clusters import read_feature_table
     from glioseg.errors import GliosegError
     from glioseg.report.balance import render_balance
@@ -167,6 +169,8 @@ def split(
         "cases": Path(f"{stem}.cases.csv"),
         "features": Path(f"{stem}.features.csv"),
     }
+    for path in (out, *paths.values()):  # before any work
+        check_output_file(path)
     if data.is_file():
         frame = read_feature_table(data)
     else:

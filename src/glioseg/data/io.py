@@ -359,8 +359,15 @@ def check_output_folder(path: str | Path) -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise InputError(out, f"cannot create the folder: {parent} is a file")
+    unwritable = f"cannot write here: {parent} is read-only or not writable for this user"
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(out, f"cannot write here: {parent} is read-only or not writable for this user")
+        raise InputError(out, unwritable)
+    try:  # the permission bits do not tell everything (root, read-only mounts, kernel file systems)
+        fd, probe = tempfile.mkstemp(prefix=".glioseg-write-test.", dir=parent)
+    except OSError as exc:
+        raise InputError(out, f"{unwritable} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
     return out
 
 
@@ -375,5 +382,13 @@ def check_output_file(path: str | Path) -> Path:
     out = Path(path)
     if out.is_dir():
         raise InputError(out, "is a folder; give a file name")
-    check_output_folder(out.parent)
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(out, f"cannot create it: {parent} is a file")
+    try:
+        check_output_folder(out.parent)
+    except InputError as exc:  # name the file asked for, not its folder
+        raise InputError(out, exc.problem) from None
     return out

@@ -83,16 +83,17 @@ def apply_to_files(
         One bad case never stops the others; its one-line message is in ``failed``.
     """
     from glioseg.data.cases import discover_cases, load_case
-    from glioseg.data.io import Geometry, save_nifti
+    from glioseg.data.io import Geometry, check_output_file, check_output_folder, save_nifti
     from glioseg.evaluate.runner import read_labels
 
     pred, out = Path(pred), Path(out)
+    single_file = pred.is_file() and _is_nifti_name(out)
+    check_output_file(out) if single_file else check_output_folder(out)  # before any work
     if config.has_clusters and images is None:
         raise InputError(config_path, "is a per-cluster configuration: give the cases' images with --images")
     predictions, problems = collect_predictions(pred)
     report = ApplyReport(failed=list(problems))
     cases = discover_cases(images).by_id() if config.has_clusters else {}
-    single_file = pred.is_file() and _is_nifti_name(out)
     tuned_voxel = config.tuning.get("voxel_mm3") if isinstance(config.tuning, dict) else None
     warned: set[float] = set()
     for case_id, path in sorted(predictions.items()):
@@ -127,7 +128,10 @@ def apply_to_files(
                     )
                 cluster = config.assign_cluster(data.image, labels, data.spacing)
             result = config.apply(labels, cluster)
-            save_nifti(result, target, reference=image, dtype=np.uint8)
+            try:
+                save_nifti(result, target, reference=image, dtype=np.uint8)
+            except OSError as exc:  # e.g. a full disk: this case fails, nothing half-written stays
+                raise InputError(target, f"could not be written ({exc.strerror or exc})") from None
             report.written.append(target)
             if progress is not None:
                 progress(case_id, target, int(np.count_nonzero(result != labels)), cluster, None)

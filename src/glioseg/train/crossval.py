@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from glioseg.data.cases import discover_cases
-from glioseg.data.io import write_text_atomic
+from glioseg.data.io import check_output_folder, write_text_atomic
 from glioseg.data.labels import REGIONS
 from glioseg.errors import ConfigError, InputError
 from glioseg.train.run import TrainOptions, resume, train
@@ -112,7 +112,7 @@ def cross_validate(options: TrainOptions, tta: str = "flip", printer=print) -> d
             "fold on its own (--fold 0, --fold 1, ...), then predict out of fold with --fold all on one device"
         )
     folds = load_splits(options.splits)
-    cv_dir = Path(options.out)
+    cv_dir = check_output_folder(options.out)
     cv_dir.mkdir(parents=True, exist_ok=True)
     for k in range(len(folds)):
         run_fold(options, k, printer)

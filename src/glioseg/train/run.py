@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from glioseg.data.cases import Case, discover_cases
-from glioseg.data.io import write_text_atomic
+from glioseg.data.io import check_output_folder, write_text_atomic
 from glioseg.data.preprocess import PreprocessedCache
 from glioseg.errors import ConfigError, InputError
 from glioseg.models.checkpoint import DISCLAIMER
@@ -278,6 +278,9 @@ def train(options: TrainOptions, printer=print, extra_callbacks: list | None = N
     if not is_primary_process(options.devices * options.num_nodes):
         return _follow(options, extra_callbacks)
     run_json = out / "run.json"
+    for folder in (out, options.cache):
+        if folder:
+            check_output_folder(folder)
     if run_json.exists():
         raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     prepared = prepare(options, printer)
