@@ -17,6 +17,7 @@ from glioseg.cli import (
     infer_commands,
     model_commands,
     postprocess_commands,
+    prepare_commands,
     train_commands,
     transfer_commands,
 )
@@ -70,6 +71,7 @@ def _options(
 
 
 data_commands.register(app)
+prepare_commands.register(app)
 train_commands.register(app)
 infer_commands.register(app)
 model_commands.register(app)

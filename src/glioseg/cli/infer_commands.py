@@ -71,6 +71,11 @@ def predict(
     t1c: Path | None = typer.Option(None, help="... the T1 contrast-enhanced image."),
     t2w: Path | None = typer.Option(None, help="... the T2-weighted image."),
     t2f: Path | None = typer.Option(None, help="... the T2-FLAIR image."),
+    native: bool = typer.Option(
+        False,
+        "--native",
+        help="Also write <ID>-native.nii.gz on the original t1c grid of a case made by glioseg prepare.",
+    ),
     postprocess: Path | None = typer.Option(
         None,
         "--postprocess",
@@ -129,6 +134,16 @@ def predict(
 
         def after_case(case, data, prediction, seg_path, record):
             write_case_report(data, prediction, seg_path, out, members, record)
+
+    if native:
+        from glioseg.prepare.native import write_native
+
+        report_hook = after_case
+
+        def after_case(case, data, prediction, seg_path, record):
+            if report_hook is not None:
+                report_hook(case, data, prediction, seg_path, record)
+            write_native(seg_path, case.folder, case.case_id, out / f"{case.case_id}-native.nii.gz")
 
     options = PredictOptions(
         settings=settings,

@@ -205,10 +205,15 @@ def discover_input(
 
 
 def model_warnings(case: Case, groups: Sequence[ModelGroup]) -> list[str]:
-    """Warnings about using these models on this case (a phantom-trained model on a scan glioseg did not make)."""
+    """Warnings about using these models on this case (a phantom-trained model on a scan glioseg did not make),
+    and the quality warnings ``glioseg prepare`` recorded for it (thick slices, motion)."""
     if case.synthetic:
         return []
-    return [
+    from glioseg.prepare.native import prepare_record
+
+    record = prepare_record(case.folder, case.case_id) if case.layout != "nnunet" else None
+    prepared = [f"prepare: {w}" for w in (record or {}).get("warnings", [])]
+    return prepared + [
         f"model '{g.name}' was trained only on glioseg's synthetic phantoms and is not meant for real scans; "
         "this segmentation is not reliable (see glioseg models for models trained on real data)"
         for g in groups

@@ -19,6 +19,14 @@ from glioseg.data.io import walk_tree
 from glioseg.errors import InputError
 from glioseg.prepare.series import Candidate
 
+#: SOP classes of MR and CT images (a file of these classes must carry image attributes).
+_IMAGE_STORAGE = {
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+}
+#: Uncompressed transfer syntaxes (implicit/explicit little endian, explicit big endian).
+_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 #: dcm2niix is given this long per series before it is stopped (seconds).
 CONVERT_TIMEOUT_S = 300
 
@@ -78,8 +86,17 @@ def read_series(root: Path) -> list[Candidate]:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError) as exc:
             raise InputError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
-        if "PixelData" not in ds and not hasattr(ds, "Rows"):
+        sop_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+        if not hasattr(ds, "Rows"):
+            if sop_class in _IMAGE_STORAGE:
+                raise InputError(path, "truncated DICOM file: an image without its image attributes")
             continue  # a DICOMDIR, a structured report, a presentation state: not an image
+        expected = int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "BitsAllocated", 16)) // 8
+        transfer = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
+        if transfer in _UNCOMPRESSED and path.stat().st_size < expected:
+            raise InputError(
+                path, f"truncated DICOM file ({path.stat().st_size} bytes, pixel data alone needs {expected})"
+            )
         uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
         if not uid:
             raise InputError(path, "DICOM image without a SeriesInstanceUID")

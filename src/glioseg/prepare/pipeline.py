@@ -155,6 +155,19 @@ def prepare_case(
     case = case_id_for(source, candidates, case_id)
     times["identify_s"] = time.perf_counter() - t
     printer(f"{case}: {kind} input, {len(candidates)} series\n{selection.table()}")
+    missing_parents = [p for p in out.parents if not p.exists()]
+    try:
+        return _prepare(source, out, kind, selection, case, atlas, keep_intermediate, times, began, printer)
+    except BaseException:
+        for parent in missing_parents:  # deepest first: leave no empty folder behind
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+        raise
+
+
+def _prepare(
+    source, out, kind, selection, case, atlas, keep_intermediate, times, began, printer
+) -> PrepareResult:
     warnings: list[str] = []
     with atomic_folder(out) as stage:
         work = stage / "intermediate"
