@@ -28,9 +28,10 @@ LAYERS: dict[str, int] = {
     "pipeline": 6,  # glioseg.segment: inference + a bundle's post-processing
     "report": 7,
     "experiment": 8,
-    "cli": 9,
-    "__main__": 10,
-    "": 10,  # the package itself (glioseg.segment, lazily)
+    "serve": 9,  # glioseg serve: the local web app (job queue, uploads, page)
+    "cli": 10,
+    "__main__": 11,
+    "": 11,  # the package itself (glioseg.segment, lazily)
 }
 
 

@@ -18,6 +18,7 @@ from glioseg.cli import (
     model_commands,
     postprocess_commands,
     prepare_commands,
+    serve_commands,
     train_commands,
     transfer_commands,
 )
@@ -80,6 +81,7 @@ transfer_commands.register(app)
 import_commands.register(app)
 postprocess_commands.register(app)
 experiment_commands.register(app)
+serve_commands.register(app)
 
 
 def main() -> None:
