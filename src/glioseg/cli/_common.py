@@ -43,6 +43,9 @@ def reports_errors(func: F) -> F:
         except GliosegError as exc:
             say("error", exc)
             raise typer.Exit(code=1) from None
+        except typer.BadParameter as exc:  # glioseg's own option parsing inside a command: one line too
+            say("error", exc.message)
+            raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; finished outputs are kept, nothing half-written was left behind")
             sys.exit(130)
@@ -51,9 +54,13 @@ def reports_errors(func: F) -> F:
 
 
 def exit_if_failures(messages: list[str], outcome: str = "failed") -> None:
-    """After a batch: list the cases that did not go through (one line each) and exit with status 1."""
+    """After a batch: list the cases that did not go through (one line each) and exit with status 1;
+    a single one is named on the ``error:`` line itself."""
     if not messages:
         return
+    if len(messages) == 1:
+        say("error", f"1 case {outcome}: {messages[0]}")
+        raise typer.Exit(code=1)
     say("error", f"{len(messages)} case(s) {outcome}:")
     for message in messages:
         err_console.print(f"  {escape(str(message))}", soft_wrap=True)
