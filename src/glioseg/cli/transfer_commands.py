@@ -179,9 +179,12 @@ def split(
             _write_csv(frame, paths["features"])
             console.print(f"features -> {paths['features']}")
         if errors:
-            _report_errors(errors)
+            if len(errors) > 1:
+                for error in errors:
+                    say("failed", error)
+            detail = f" ({errors[0]})" if len(errors) == 1 else ""
             raise GliosegError(
-                f"{len(errors)} case(s) failed; no folds written (folds must cover the whole cohort). "
+                f"{len(errors)} case(s) failed{detail}; no folds written (folds must cover the whole cohort). "
                 f"Fix or remove them, or split the good ones with: glioseg split {paths['features']}"
             )
         frame = read_feature_table(paths["features"])  # the same checks as for a table given by hand
