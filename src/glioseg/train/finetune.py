@@ -22,6 +22,7 @@ import torch
 from glioseg.errors import ConfigError, InputError
 from glioseg.models import ModelConfig, model_config
 from glioseg.models.plan import Plan
+from glioseg.train.recipes import Recipe
 
 FINETUNE_EPOCHS = 150
 FINETUNE_LR_FACTOR = 0.1
@@ -98,3 +99,26 @@ def initial_state_for(
     if upkern:
         state = upkern_state_dict(state, ModelConfig.from_dict(info["model_config"]), target)
     return transfer_state_dict(state, network).reinitialised
+
+
+def finetune_recipe(base: Recipe, options) -> Recipe:
+    """The recipe fine-tuning uses: fewer epochs, a tenth of the learning rate, a linear warm-up."""
+    epochs = options.epochs or FINETUNE_EPOCHS
+    warmup = (
+        options.warmup_epochs
+        if options.warmup_epochs is not None
+        else max(1, round(FINETUNE_WARMUP_FRACTION * epochs))
+    )
+    return base.with_(epochs=epochs, lr=options.lr or base.lr * FINETUNE_LR_FACTOR, warmup_epochs=warmup)
+
+
+def pretrained_note(pretrained, options) -> dict[str, Any]:
+    """What run.json records about the pre-trained start of a fine-tuning run."""
+    _, info, target, upkern = pretrained
+    return {
+        "source": str(options.pretrained),
+        "model": (info.get("plan") or {}).get("model"),
+        "imported_from": info.get("imported_from"),
+        "upkern": bool(upkern),
+        "trained_on": info.get("trained_on"),
+    }

@@ -15,6 +15,7 @@ A run folder holds::
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,18 +148,6 @@ class Prepared:
     pretrained: tuple | None = None  # (state, info, target config, upkern)
 
 
-def _finetune_recipe(base: Recipe, options: TrainOptions) -> Recipe:
-    from glioseg.train.finetune import FINETUNE_EPOCHS, FINETUNE_LR_FACTOR, FINETUNE_WARMUP_FRACTION
-
-    epochs = options.epochs or FINETUNE_EPOCHS
-    warmup = (
-        options.warmup_epochs
-        if options.warmup_epochs is not None
-        else max(1, round(FINETUNE_WARMUP_FRACTION * epochs))
-    )
-    return base.with_(epochs=epochs, lr=options.lr or base.lr * FINETUNE_LR_FACTOR, warmup_epochs=warmup)
-
-
 def prepare(options: TrainOptions, printer=print) -> Prepared:
     """Everything before training: checks, split, fingerprint, preprocessing, plan. Raises before any training."""
     from glioseg.models.memory import estimate_training_memory
@@ -204,7 +193,9 @@ def prepare(options: TrainOptions, printer=print) -> Prepared:
             f"(got {recipe.consistency_crop})"
         )
     if pretrained:
-        recipe = _finetune_recipe(recipe, options)
+        from glioseg.train.finetune import finetune_recipe
+
+        recipe = finetune_recipe(recipe, options)
         spacing = tuple(pre_plan.target_spacing)
         estimate = estimate_training_memory(
             pretrained[2], tuple(pre_plan.patch_size), pre_plan.batch_size
@@ -283,13 +274,21 @@ def train(options: TrainOptions, printer=print, extra_callbacks: list | None = N
             check_output_folder(folder)
     if run_json.exists():
         raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    prepared = prepare(options, printer)
+    fresh = not out.exists()
+    try:
+        prepared = prepare(options, printer)
+    except BaseException:  # a run stopped before training leaves nothing (a shared --cache stays)
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    from glioseg.train.finetune import pretrained_note
+
     record = {
         "options": asdict(options),
         "split": prepared.split,
         "recipe": prepared.recipe.to_dict(),
         "seed": options.seed,
-        "pretrained": _pretrained_note(prepared.pretrained, options) if prepared.pretrained else None,
+        "pretrained": pretrained_note(prepared.pretrained, options) if prepared.pretrained else None,
         "disclaimer": DISCLAIMER,
     }
     write_text_atomic(run_json, json.dumps(record, indent=1) + "\n")
@@ -321,17 +320,6 @@ def _follow(options: TrainOptions, extra_callbacks: list | None) -> RunResult:
     recipe = Recipe.from_dict(record["recipe"])
     quiet = lambda *args, **kwargs: None  # noqa: E731 (rank 0 reports)
     return _fit(out, plan, recipe, record["split"], cache, options, None, None, quiet, extra_callbacks)
-
-
-def _pretrained_note(pretrained, options: TrainOptions) -> dict[str, Any]:
-    _, info, target, upkern = pretrained
-    return {
-        "source": str(options.pretrained),
-        "model": (info.get("plan") or {}).get("model"),
-        "imported_from": info.get("imported_from"),
-        "upkern": bool(upkern),
-        "trained_on": info.get("trained_on"),
-    }
 
 
 def resume(
