@@ -81,6 +81,7 @@ def check_one_error(result, names: str, problem: str) -> None:
     lines = _error_lines(result.output)
     assert len(lines) == 1, result.output
     assert names in lines[0] and problem in lines[0], lines[0]
+    print(lines[0])  # with -s: the messages docs/data.md lists
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def check_one_error(result, names: str, problem: str) -> None:
 
 #: command -> (arguments given the output path, whether the output is a folder)
 WRITERS: dict[str, tuple[Callable[[Material, Path], list], bool]] = {
-    "predict": (lambda m, o: ["predict", m.cohort, "--model", m.model, "--out", o, "--tta", "none"], True),
+    "predict": (lambda m, o: ["predict", m.cohort, "--model", m.model, "--out", o, "--mode", "fast"], True),
     "evaluate": (lambda m, o: ["evaluate", "--pred", m.preds, "--gt", m.cohort, "--out", o], True),
     "preview": (lambda m, o: ["preview", m.cohort / sorted(os.listdir(m.cohort))[0], "--out", o], False),
     "features": (lambda m, o: ["features", m.cohort, "--out", o, "--no-quality"], False),
@@ -182,3 +183,375 @@ def test_bad_output_location_is_one_line_before_any_work(command, kind, material
     if out.parent.is_dir():
         assert not out.exists() or kind in ("an existing file", "an existing folder")
     assert _digest(material.inputs()) == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad cases: one case of a batch corrupted in one way.
+
+
+def _image(path: Path):
+    import nibabel as nib
+
+    return nib.load(str(path))
+
+
+def _save(array, like, path: Path, affine=None) -> None:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(array, like.affine if affine is None else affine), str(path))
+
+
+def _with_voxel(value):
+    def corrupt(case: Path) -> Path:
+        import numpy as np
+
+        path = case / f"{case.name}-t1c.nii.gz"
+        img = _image(path)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        data[10, 10, 10] = value
+        _save(data, img, path)
+        return path
+
+    return corrupt
+
+
+def _missing(case: Path) -> Path:
+    (case / f"{case.name}-t2w.nii.gz").unlink()
+    return case
+
+
+def _duplicated(case: Path) -> Path:
+    img = _image(case / f"{case.name}-t2w.nii.gz")
+    _save(img.get_fdata().astype("float32"), img, case / f"{case.name}-t2w.nii")
+    return case
+
+
+def _truncated(case: Path) -> Path:
+    path = case / f"{case.name}-t2f.nii.gz"
+    path.write_bytes(path.read_bytes()[:300])
+    return path
+
+
+def _not_nifti(case: Path) -> Path:
+    path = case / f"{case.name}-t1c.nii.gz"
+    path.write_text("this is a text file, not a NIfTI image\n" * 20)
+    return path
+
+
+def _gzipped_not_nifti(case: Path) -> Path:
+    import gzip
+
+    path = case / f"{case.name}-t1c.nii.gz"
+    path.write_bytes(gzip.compress(b"not an image header" * 40))
+    return path
+
+
+def _empty_file(case: Path) -> Path:
+    path = case / f"{case.name}-t1n.nii.gz"
+    path.write_bytes(b"")
+    return path
+
+
+def _all_zero(case: Path) -> Path:
+    import numpy as np
+
+    path = case / f"{case.name}-t2w.nii.gz"
+    img = _image(path)
+    _save(np.zeros(img.shape, np.float32), img, path)
+    return path
+
+
+def _four_d(case: Path) -> Path:
+    import numpy as np
+
+    path = case / f"{case.name}-t2w.nii.gz"
+    img = _image(path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    _save(np.stack([data, data], axis=-1), img, path)
+    return path
+
+
+def _other_grid(case: Path) -> Path:
+    import numpy as np
+
+    path = case / f"{case.name}-t2f.nii.gz"
+    img = _image(path)
+    _save(np.asarray(img.dataobj, dtype=np.float32)[:-2], img, path)
+    return path
+
+
+def _other_affine(case: Path) -> Path:
+    import numpy as np
+
+    path = case / f"{case.name}-t2f.nii.gz"
+    img = _image(path)
+    affine = img.affine.copy()
+    affine[:3, 3] += 6.0
+    _save(np.asarray(img.dataobj, dtype=np.float32), img, path, affine)
+    return path
+
+
+def _label_values(case: Path) -> Path:
+    import numpy as np
+
+    path = case / f"{case.name}-seg.nii.gz"
+    img = _image(path)
+    data = np.asarray(img.dataobj).astype(np.uint8)
+    data[5, 5, 5] = 7
+    _save(data, img, path)
+    return path
+
+
+def _label_fraction(case: Path) -> Path:
+    import numpy as np
+
+    path = case / f"{case.name}-seg.nii.gz"
+    img = _image(path)
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[5, 5, 5] = 0.5
+    _save(data, img, path)
+    return path
+
+
+def _label_grid(case: Path) -> Path:
+    import numpy as np
+
+    path = case / f"{case.name}-seg.nii.gz"
+    img = _image(path)
+    _save(np.asarray(img.dataobj).astype(np.uint8)[:, :-3], img, path)
+    return path
+
+
+def _empty_folder(case: Path) -> Path:
+    empty = case.parent / "EMPTY-CASE"
+    empty.mkdir()
+    return empty
+
+
+#: kind -> (corruption of one case folder returning the path the message must name, the problem's words,
+#: the commands it applies to). Image problems are found by every command that reads images;
+#: label problems by those that read labels.
+READERS = ("predict", "features", "preview", "train")
+LABEL_READERS = ("evaluate", "features", "preview", "train")
+CASE_KINDS: dict[str, tuple[Callable[[Path], Path], str, tuple[str, ...]]] = {
+    "missing modality": (_missing, "missing modality t2w", (*READERS, "split")),
+    "duplicated modality": (_duplicated, "two files claim modality t2w", READERS),
+    "truncated gzip": (_truncated, "", READERS),
+    "non-NIfTI file named .nii.gz": (_not_nifti, "", READERS),
+    "gzip of something else": (_gzipped_not_nifti, "", READERS),
+    "empty file": (_empty_file, "", READERS),
+    "NaN voxels": (_with_voxel(float("nan")), "NaN", READERS),
+    "Inf voxels": (_with_voxel(float("inf")), "Inf voxel", READERS),
+    "all-zero image": (_all_zero, "all zero", READERS),
+    "4-D image": (_four_d, "", READERS),
+    "modality on another grid": (_other_grid, "", READERS),
+    "modality with another affine": (_other_affine, "", READERS),
+    "label with impossible values": (_label_values, "7", LABEL_READERS),
+    "label with fractional values": (_label_fraction, "", LABEL_READERS),
+    "label on another grid": (_label_grid, "", LABEL_READERS),
+    "empty case folder": (_empty_folder, "empty folder", ("predict", "features", "train")),
+}
+
+
+def _case_command(command: str, m: Material, data: Path, bad_case: Path, out: Path) -> list:
+    if command == "predict":
+        return ["predict", data, "--model", m.model, "--out", out, "--mode", "fast"]
+    if command == "features":
+        return ["features", data, "--out", out / "features.csv", "--no-quality"]
+    if command == "split":
+        return ["split", data, "--folds", "2", "--out", out / "splits.json"]
+    if command == "preview":
+        return ["preview", bad_case, "--out", out / "preview.png"]
+    if command == "evaluate":
+        return ["evaluate", "--pred", m.preds, "--gt", data, "--out", out]
+    assert command == "train"
+    return WRITERS["train"][0](m, out)[:1] + [data] + WRITERS["train"][0](m, out)[2:]
+
+
+CASE_CASES = [
+    pytest.param(kind, command, id=f"{command}: {kind}")
+    for kind, (_, _, commands) in CASE_KINDS.items()
+    for command in commands
+]
+
+
+@pytest.mark.parametrize("kind,command", CASE_CASES)
+def test_bad_case_is_one_line_and_the_others_are_done(kind, command, material, tmp_path):
+    corrupt, problem, _ = CASE_KINDS[kind]
+    data = tmp_path / "data"
+    ids = sorted(p.name for p in material.cohort.iterdir() if p.is_dir())
+    if command == "predict":  # inference is the slow part: one good case beside the bad one
+        ids = ids[:2]
+    for case_id in ids:
+        shutil.copytree(material.cohort / case_id, data / case_id, symlinks=True)
+    bad_case = data / ids[1]
+    names = corrupt(bad_case)
+    out = tmp_path / "out"
+    before = _digest([data, *material.inputs()])
+    result = runner.invoke(app, [str(a) for a in _case_command(command, material, data, bad_case, out)])
+    check_one_error(result, names.name, problem)  # evaluate names the prediction and the label's file name
+    assert _digest([data, *material.inputs()]) == before
+    good = ids if kind == "empty case folder" else [i for i in ids if i != ids[1]]
+    written = sorted(p.name for p in out.rglob("*")) if out.exists() else []
+    assert not any(".part" in name for name in written), written
+    if command == "predict":  # the batch goes on: the other cases are segmented, nothing of the bad one
+        assert {f"{i}.nii.gz" for i in good} <= set(written)
+        assert not any(name.startswith(ids[1]) for name in written) or kind == "empty case folder"
+    elif command == "features":
+        import pandas as pd
+
+        table = pd.read_csv(out / "features.csv")
+        assert sorted(table["case_id"]) == good
+    elif command == "evaluate":
+        import pandas as pd
+
+        assert sorted(pd.read_csv(out / "per_case.csv")["case_id"].unique()) == good
+    elif command == "split":  # no folds; the good cases' features, for 'glioseg split' on them alone
+        assert written == ["splits.features.csv"], written
+    else:  # one case or the whole cohort is needed: nothing at all is written
+        assert written == [], written
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad configuration files and options: one error before any work, nothing written.
+
+
+def _garbage(tmp: Path, name: str, text: str = '{"not json": ') -> Path:
+    path = tmp / name
+    path.write_text(text)
+    return path
+
+
+def _bad_prediction(m: Material, tmp: Path, change) -> tuple[Path, Path]:
+    """A copy of the predictions where the second case's map is changed by ``change(array)``."""
+    import nibabel as nib
+    import numpy as np
+
+    preds = tmp / "preds"
+    shutil.copytree(m.preds, preds)
+    path = sorted(preds.iterdir())[1]
+    img = nib.load(str(path))
+    data = change(np.asarray(img.dataobj).astype(np.uint8))
+    nib.save(nib.Nifti1Image(data, img.affine), str(path))
+    return preds, path
+
+
+def _config_case(kind: str, command: str, m: Material, tmp: Path, out: Path):
+    """(arguments, the text the error line must name, the problem's words, a batch's prediction folder)."""
+    train = [str(a) for a in WRITERS["train"][0](m, out)]
+    if kind == "unreadable splits JSON":
+        bad = _garbage(tmp, "splits.json")
+        return [*train, "--splits", bad, "--fold", "0"], bad, "unreadable", None
+    if kind == "unreadable weights JSON":
+        bad = _garbage(tmp, "weights.json")
+        return [*WRITERS["predict"][0](m, out), "--weights", bad], bad, "unreadable", None
+    if kind == "unreadable pp.json":
+        bad = _garbage(tmp, "pp.json")
+        if command == "predict":
+            return [*WRITERS["predict"][0](m, out), "--postprocess", bad], bad, "", None
+        return ["postprocess", "apply", m.preds, "--config", bad, "--out", out], bad, "", None
+    if kind == "unreadable grid JSON":
+        bad = _garbage(tmp, "grid.json")
+        return [*WRITERS["postprocess tune"][0](m, out / "pp.json"), "--grid", bad], bad, "unreadable", None
+    if kind == "unreadable cluster model":
+        bad = _garbage(tmp, "clusters.model.json")
+        return [*WRITERS["features"][0](m, out / "f.csv"), "--assign", bad], bad, "", None
+    if kind == "feature table that is not a table":
+        bad = _garbage(tmp, "features.csv", "\x00\x01 not, a\nfeature table\n")
+        return ["split", bad, "--folds", "2", "--out", out / "splits.json"], bad, "", None
+    if kind == "wrong --thresholds count":
+        return [*WRITERS["predict"][0](m, out), "--thresholds", "0.5,0.5"], "--thresholds", "three", None
+    if kind == "threshold out of (0, 1)":
+        return [*WRITERS["predict"][0](m, out), "--thresholds", "2"], "thresholds", "(0, 1)", None
+    if kind == "wrong --weights count":
+        return [*WRITERS["predict"][0](m, out), "--weights", "0.5,0.5"], "--weights", "2 value(s)", None
+    if kind == "unknown model name":
+        if command == "train":
+            return [*train[:3], "no-such-network", *train[4:]], "no-such-network", "", None
+        return ["predict", m.cohort, "--model", "no-such-model", "--out", out], "no-such-model", "", None
+    if kind == "folder that is not a model":
+        empty = tmp / "not-a-model"
+        empty.mkdir()
+        if command == "finetune":
+            return ["finetune", m.cohort, "--pretrained", empty, "--out", out], empty, "", None
+        return ["predict", m.cohort, "--model", empty, "--out", out], empty, "", None
+    if kind == "missing input":
+        missing = tmp / "no-such-folder"
+        args = {
+            "predict": ["predict", missing, "--model", m.model, "--out", out],
+            "evaluate": ["evaluate", "--pred", missing, "--gt", m.cohort, "--out", out],
+            "features": ["features", missing, "--out", out / "f.csv"],
+            "train": [train[0], missing, *train[2:]],
+            "postprocess apply": ["postprocess", "apply", missing, "--config", m.pp, "--out", out],
+        }[command]
+        return args, missing, "not found", None
+    if kind == "prediction on another grid":
+        preds, path = _bad_prediction(m, tmp, lambda a: a[:-4])
+        if command == "evaluate":
+            return ["evaluate", "--pred", preds, "--gt", m.cohort, "--out", out], path, "shape", preds
+        return (
+            ["postprocess", "tune", "--pred", preds, "--gt", m.cohort, "--out", out / "pp.json"],
+            path,
+            "",
+            preds,
+        )
+    assert kind == "prediction with impossible values"
+
+    def seven(a):
+        a[3, 3, 3] = 7
+        return a
+
+    preds, path = _bad_prediction(m, tmp, seven)
+    if command == "evaluate":
+        return ["evaluate", "--pred", preds, "--gt", m.cohort, "--out", out], path, "7", preds
+    return ["postprocess", "apply", preds, "--config", m.pp, "--out", out], path, "7", preds
+
+
+CONFIG_KINDS = {
+    "unreadable splits JSON": ("train",),
+    "unreadable weights JSON": ("predict",),
+    "unreadable pp.json": ("predict", "postprocess apply"),
+    "unreadable grid JSON": ("postprocess tune",),
+    "unreadable cluster model": ("features",),
+    "feature table that is not a table": ("split",),
+    "wrong --thresholds count": ("predict",),
+    "threshold out of (0, 1)": ("predict",),
+    "wrong --weights count": ("predict",),
+    "unknown model name": ("predict", "train"),
+    "folder that is not a model": ("predict", "finetune"),
+    "missing input": ("predict", "evaluate", "features", "train", "postprocess apply"),
+    "prediction on another grid": ("evaluate", "postprocess tune"),
+    "prediction with impossible values": ("evaluate", "postprocess apply"),
+}
+
+
+@pytest.mark.parametrize(
+    "kind,command",
+    [pytest.param(k, c, id=f"{c}: {k}") for k, commands in CONFIG_KINDS.items() for c in commands],
+)
+def test_bad_option_or_file_is_one_line(kind, command, material, tmp_path):
+    out = tmp_path / "out"
+    args, names, problem, batch = _config_case(kind, command, material, tmp_path, out)
+
+    def inputs() -> dict[str, str]:
+        return {
+            k: v for k, v in _digest([*material.inputs(), tmp_path]).items() if not k.startswith(f"{out}/")
+        }
+
+    before = inputs()
+    result = runner.invoke(app, [str(a) for a in args])
+    check_one_error(result, str(names), problem)
+    assert inputs() == before  # inputs untouched, nothing written beside the output
+    if batch is None:
+        assert not out.exists()
+        return
+    others = {p.name.split(".")[0] for p in batch.iterdir() if p.name != Path(str(names)).name}
+    written = sorted(p.name for p in out.iterdir())
+    assert not any(".part" in name or Path(str(names)).name == name for name in written), written
+    if command == "postprocess apply":  # the batch goes on: the other maps are written
+        assert {f"{i}.nii.gz" for i in others} == set(written)
+    else:
+        import pandas as pd
+
+        table = out / ("per_case.csv" if command == "evaluate" else "pp.cases.csv")
+        assert set(pd.read_csv(table)["case_id"]) == others
