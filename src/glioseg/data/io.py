@@ -198,6 +198,20 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         raise
 
 
+def remove_stale_parts(folder: str | Path) -> list[Path]:
+    """Remove the hidden temporary files (``.<name>.*.part*``) that :func:`atomic_path` leaves when its
+    process is killed outright (SIGKILL, power loss) in the middle of a write; returns them.
+
+    Call it where one run at a time writes (a batch's output folder), never where another process may
+    be writing the same files at the same moment.
+    """
+    root = Path(folder)
+    stale = [p for p in root.glob(".*.part*") if p.is_file()] if root.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 @contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
     """Yield an empty staging folder next to ``path``; rename it onto ``path`` when the block succeeds.

@@ -18,6 +18,7 @@ from glioseg.data.io import (
     atomic_path,
     check_output_folder,
     read_json,
+    remove_stale_parts,
     save_nifti,
     strip_nifti_suffix,
     write_text_atomic,
@@ -130,6 +131,7 @@ def predict_cases(
     out = Path(out_dir)
     check_output_folder(out)  # before any work; the folder itself is made with the first output
     created = not out.exists()
+    remove_stale_parts(out)  # what a killed run was writing (SIGKILL leaves its temporary files)
     settings = options.settings.with_(device=resolve_device(options.settings.device))
     for group in groups:  # a model that cannot be loaded is an error of the run, not of a case
         for member in group.members:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from glioseg.data.cases import Case, discover_cases
-from glioseg.data.io import check_output_folder, write_text_atomic
+from glioseg.data.io import check_output_folder, remove_stale_parts, write_text_atomic
 from glioseg.data.preprocess import PreprocessedCache
 from glioseg.errors import ConfigError, InputError
 from glioseg.models.checkpoint import DISCLAIMER
@@ -343,6 +343,9 @@ def resume(
             raise InputError(cache.folder, f"preprocessed case {case_id} is missing; start a new run instead")
     if (out / "model.json").exists() and not last.exists():
         raise InputError(out, "this run already finished")
+    if is_primary_process(options.devices * options.num_nodes):  # what a killed run was writing
+        for folder in (out, out / "checkpoints", out / "logs"):
+            remove_stale_parts(folder)
     return _fit(
         out,
         plan,
