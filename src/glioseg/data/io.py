@@ -64,15 +64,16 @@ class Geometry:
         >>> a = Geometry((2, 2, 2), np.eye(4), (1.0, 1.0, 1.0))
         >>> a.mismatch(Geometry((2, 2, 3), np.eye(4), (1.0, 1.0, 1.0)), "t1n")
         "shape (2, 2, 3) differs from t1n's (2, 2, 2)"
+        >>> a.mismatch(Geometry((2, 2, 3), np.eye(4), (1.0, 1.0, 1.0)), "the images")
+        "shape (2, 2, 3) differs from the images' (2, 2, 2)"
         """
+        owner = f"{reference}'" if reference.endswith("s") else f"{reference}'s"  # the images', t1n's
         if self.shape != other.shape:
-            return f"shape {other.shape} differs from {reference}'s {self.shape}"
+            return f"shape {other.shape} differs from {owner} {self.shape}"
         if not np.allclose(self.spacing, other.spacing, rtol=0, atol=SPACING_TOLERANCE_MM):
-            return (
-                f"voxel spacing {_fmt(other.spacing)} mm differs from {reference}'s {_fmt(self.spacing)} mm"
-            )
+            return f"voxel spacing {_fmt(other.spacing)} mm differs from {owner} {_fmt(self.spacing)} mm"
         if not np.allclose(self.affine, other.affine, rtol=0, atol=AFFINE_TOLERANCE):
-            return f"affine (voxel-to-world orientation/origin) differs from {reference}'s"
+            return f"affine (voxel-to-world orientation/origin) differs from {owner}"
         return None
 
 
