@@ -555,3 +555,17 @@ def test_bad_option_or_file_is_one_line(kind, command, material, tmp_path):
 
         table = out / ("per_case.csv" if command == "evaluate" else "pp.cases.csv")
         assert set(pd.read_csv(table)["case_id"]) == others
+
+
+def test_a_killed_writers_temporary_file_is_not_a_prediction(material, tmp_path):
+    """A SIGKILL in the middle of an atomic write leaves a hidden .<ID>.nii.gz.*.part.nii.gz file;
+    evaluate and postprocess must not take it for the prediction of a case '.<ID>.nii.gz.*.part'."""
+    preds = tmp_path / "preds"
+    shutil.copytree(material.preds, preds)
+    first = sorted(preds.iterdir())[0]
+    shutil.copy(first, preds / f".{first.name}.k1ll3d.part.nii.gz")
+    result = runner.invoke(
+        app, ["evaluate", "--pred", str(preds), "--gt", str(material.cohort), "--out", str(tmp_path / "ev")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "unmatched" not in result.output and ".part" not in result.output

@@ -58,6 +58,10 @@ class Matching:
 
 
 def _stem(path: Path) -> str | None:
+    if path.name.startswith(
+        "."
+    ):  # hidden: a writer's temporary file (.<ID>.nii.gz.*.part.nii.gz), macOS ._ files
+        return None
     return strip_nifti_suffix(path.name)
 
 
@@ -69,6 +73,8 @@ def prediction_case_id(path: str | Path) -> str | None:
     >>> prediction_case_id("BraTS-SSA-00002-000.nii.gz"), prediction_case_id("Brats18_CBICA_ABM_1-pred.nii.gz")
     ('BraTS-SSA-00002-000', 'Brats18_CBICA_ABM_1')
     >>> prediction_case_id("BraTS-SSA-00002-000-t1n.nii.gz") is None
+    True
+    >>> prediction_case_id(".BraTS-SSA-00002-000.nii.gz.x1y2.part.nii.gz") is None  # a killed writer's file
     True
     """
     stem = _stem(Path(path))
