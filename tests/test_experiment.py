@@ -12,6 +12,7 @@ from glioseg.evaluate.stats import paired_difference
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(2400)  # ~8 min alone on 2 cores; >15 min when the machine is shared (seen)
 def test_tiny_transfer_experiment_fills_its_report_and_resumes(tmp_path):
     out = tmp_path / "exp"
     runner = CliRunner()
