@@ -1,6 +1,10 @@
 """Leave-one-out estimate of the post-processing gain on the real BraTS 2018 pairs, and the tuning speed.
 
 Usage: python benchmarks/postprocess_loo.py [--data ../shared/data] [--definition brats2024-ssa] [--jobs 1]
+       python benchmarks/postprocess_loo.py --pred release/brats-2mm/nnunet/oof --gt ../shared/data/brats2018
+
+``--pred/--gt`` score any folder of predictions instead (e.g. a release's out-of-fold labels:
+the honest estimate of what its tuned post-processing buys on unseen cases).
 
 For each of the 20 cases with a prediction (``brats2018-predictions`` vs ``brats2018`` ground
 truth), the post-processing setting is chosen by ``glioseg postprocess tune``'s rule on the
@@ -80,9 +84,14 @@ def main() -> None:
         "--grid", type=Path, default=None, help="JSON of threshold lists (default: the default Grid)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the LOO per-case results here")
+    parser.add_argument(
+        "--pred", type=Path, default=None, help="predictions (default: DATA/brats2018-predictions)"
+    )
+    parser.add_argument("--gt", type=Path, default=None, help="ground truth (default: DATA/brats2018)")
     args = parser.parse_args()
 
-    pred_dir, gt_dir = args.data / "brats2018-predictions", args.data / "brats2018"
+    pred_dir = args.pred or args.data / "brats2018-predictions"
+    gt_dir = args.gt or args.data / "brats2018"
     grid = Grid.from_dict(json.loads(args.grid.read_text()), args.grid) if args.grid else Grid()
     settings = grid.settings()
     print(
