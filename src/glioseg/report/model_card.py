@@ -79,7 +79,8 @@ def card_text(card: ModelCard) -> str:
             f"| {p['iterations']} | {p['folds']} | " + " | ".join(f"{p[r]:.3f}" for r in REGIONS) + " |"
             for p in curve
         ]
-    for key in ("failure_modes", "notes"):
-        for item in doc.get(key) or []:
-            lines.append(f"- {item}")
+    items = [item for key in ("failure_modes", "notes") for item in doc.get(key) or []]
+    if items:
+        lines.append("")
+    lines += [f"- {item}" for item in items]
     return "\n".join(lines) + "\n"
