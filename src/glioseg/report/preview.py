@@ -77,6 +77,18 @@ def _slice(volume: np.ndarray, plane: str, centre: Sequence[int]) -> np.ndarray:
     return volume[centre[0], :, :].T
 
 
+def _grey(ax, image: np.ndarray, vmax: float, aspect: float) -> None:
+    """One grey-scale panel (0..vmax, origin lower, physical aspect ratio)."""
+    ax.imshow(image, cmap="gray", vmin=0, vmax=vmax, origin="lower", aspect=aspect)
+
+
+def _markers(ax, plane: str) -> None:
+    """The orientation letters of ``plane`` on the panel's left and right edges."""
+    for x, text in zip((0.02, 0.98), MARKERS[plane], strict=True):
+        ax.text(x, 0.5, text, transform=ax.transAxes, color="white", fontsize=8, fontweight="bold",
+                ha="left" if x < 0.5 else "right", va="center")  # fmt: skip
+
+
 def render_preview(
     image: np.ndarray,
     affine: np.ndarray,
@@ -131,14 +143,7 @@ def render_preview(
         vmax = float(np.percentile(brain, 99.5)) if brain.size else 1.0
         for c, plane in enumerate(_PLANES):
             ax = axes[r, c]
-            ax.imshow(
-                _slice(vol, plane, centre),
-                cmap="gray",
-                vmin=0,
-                vmax=vmax,
-                origin="lower",
-                aspect=aspect[plane],
-            )
+            _grey(ax, _slice(vol, plane, centre), vmax, aspect[plane])
             if overlay is not None:
                 sl = _slice(overlay, plane, centre).astype(np.int16)
                 ax.imshow(
@@ -153,18 +158,7 @@ def render_preview(
                 )
             ax.set_xticks([])
             ax.set_yticks([])
-            for x, text in zip((0.02, 0.98), MARKERS[plane], strict=True):
-                ax.text(
-                    x,
-                    0.5,
-                    text,
-                    transform=ax.transAxes,
-                    color="white",
-                    fontsize=8,
-                    fontweight="bold",
-                    ha="left" if x < 0.5 else "right",
-                    va="center",
-                )
+            _markers(ax, plane)
             if r == 0:
                 ax.set_title(plane, color="white", fontsize=10)
             if c == 0:
@@ -222,23 +216,14 @@ def render_before_after(
         for c, (plane, when) in enumerate(columns):
             ax = axes[r, c]
             vol = old[r] if when == "before" else new[r]
-            ax.imshow(
-                _slice(vol, plane, centre),
-                cmap="gray",
-                vmin=0,
-                vmax=vmax,
-                origin="lower",
-                aspect=aspect[plane],
-            )
+            _grey(ax, _slice(vol, plane, centre), vmax, aspect[plane])
             if lab is not None and when == "before":
                 ax.contour(
                     _slice(region_mask(lab, "WT"), plane, centre), levels=[0.5], colors="lime", linewidths=0.6
                 )
             ax.set_xticks([])
             ax.set_yticks([])
-            for x, text in zip((0.02, 0.98), MARKERS[plane], strict=True):
-                ax.text(x, 0.5, text, transform=ax.transAxes, color="white", fontsize=8, fontweight="bold",
-                        ha="left" if x < 0.5 else "right", va="center")  # fmt: skip
+            _markers(ax, plane)
             if r == 0:
                 ax.set_title(f"{plane}, {when}", color="white", fontsize=10)
             if c == 0:
