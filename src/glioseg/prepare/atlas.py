@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from glioseg.prepare.register import Grid, to_sitk
+from glioseg.prepare.register import Grid, mutual_information_method, optimiser_record, to_sitk
 
 #: The prepared grid in atlas space (LPS, 1 mm): origin of voxel 0 in LPS mm.
 MNI_GRID = Grid((240, 240, 155), (1.0, 1.0, 1.0), (-120.0, -102.0, -72.0))
@@ -49,26 +49,9 @@ def register_to_mni(brain, seed: int = 0):
     initial = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS
     )
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.15, seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=0.01, numberOfIterations=150, relaxationFactor=0.6
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2])
-    method.SetSmoothingSigmasPerLevel([2.0, 1.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method = mutual_information_method(seed, shrink_factors=(4, 2))
     method.SetInitialTransform(initial, inPlace=False)
     result = method.Execute(fixed, moving)
     transform = result.GetNthTransform(0) if isinstance(result, sitk.CompositeTransform) else result
-    info = {
-        "atlas": "MNI152 ICBM 2009a (nilearn), brain-masked",
-        "metric": "Mattes mutual information (32 bins, 15% random samples)",
-        "final_metric": float(method.GetMetricValue()),
-        "iterations": int(method.GetOptimizerIteration()),
-        "stop": method.GetOptimizerStopConditionDescription(),
-    }
+    info = {"atlas": "MNI152 ICBM 2009a (nilearn), brain-masked", **optimiser_record(method)}
     return sitk.AffineTransform(transform), info
