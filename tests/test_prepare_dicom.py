@@ -174,3 +174,30 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(make, study, tmp_path,
     assert message.split(":")[0], message  # names a file or folder first
     assert not out.exists()
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, not even a staging folder
+
+
+@pytest.mark.parametrize("kind", ["dicom", "nifti"])
+def test_a_missing_flair_is_one_error_line_naming_the_folder_the_series_found_and_the_override(
+    kind, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from glioseg.cli import app
+
+    if kind == "dicom":  # the study without its FLAIR series (number 3)
+        root, found = write_study(tmp_path / "in", skip=(3,)), ("1 (3-plane localizer)", "2 (AX T2 TSE)")
+    else:  # a NIfTI folder without a t2f file
+        root, found = _nifti_study(tmp_path), ("case_t1.nii.gz", "case_t2.nii.gz")
+        (root / "case_flair.nii.gz").unlink()
+    out = tmp_path / "out" / "case"
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["prepare", str(root), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {root}: "), result.stderr
+    message = result.stderr
+    assert "no series identified as t2f" in message and "name one with --t2f SERIES" in message
+    assert all(f"{label}: " in message for label in found), message  # every series found, with its verdict
+    assert ": t2w" in message and ": t1c" in message and ": t1n" in message
+    assert ("excluded: localiser" in message) == (kind == "dicom")
+    assert not out.exists() and sorted(tmp_path.rglob("*")) == before  # nothing written

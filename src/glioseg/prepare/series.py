@@ -301,6 +301,12 @@ def match_override(value: str, candidates: list[Candidate], root: Path) -> Candi
     return None
 
 
+def found_listing(candidates: list[Candidate]) -> str:
+    """Every candidate on one line: ``'2 (AX T2): t2w; 1 (localizer): excluded: localiser (name)'``
+    (the contrast it was identified as, else why it was not); ``'none'`` when there is none."""
+    return "; ".join(f"{c.label()}: {c.contrast or c.reason}" for c in candidates) or "none"
+
+
 def choose(candidates: list[Candidate], overrides: dict[str, str], root: Path) -> Selection:
     """One candidate per contrast: overrides first, then the only candidate classified as it.
 
@@ -338,13 +344,13 @@ def choose(candidates: list[Candidate], overrides: dict[str, str], root: Path) -
             chosen[m], how[m] = fits[0], "identified"
             used[id(fits[0])] = m
             continue
-        others = [c for c in candidates if id(c) not in used and c.reason.startswith(("conflict", "not rec"))]
-        listing = "; ".join(f"{c.label()}: {c.reason}" for c in (fits or others)) or "none"
         if fits:
+            listing = "; ".join(f"{c.label()}: {c.reason}" for c in fits)
             problem = f"{len(fits)} series could be {m} ({listing}); choose one with --{m} SERIES"
         else:
             problem = (
-                f"no series identified as {m} (unassigned candidates: {listing}); name one with --{m} SERIES"
+                f"no series identified as {m} (series found: {found_listing(candidates)}); "
+                f"name one with --{m} SERIES"
             )
         raise InputError(root, problem)
     ordered = {m: chosen[m] for m in MODALITIES}
