@@ -1,10 +1,11 @@
 import gzip
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from glioseg.data.io import Geometry, load_label, load_volume, save_nifti
+from glioseg.data.io import Geometry, load_label, load_volume, remove_stale_parts, save_nifti, staged_outputs
 from glioseg.errors import InputError
 
 
@@ -136,3 +137,36 @@ def test_legacy_label_file(tmp_path):
     nib.save(nib.Nifti1Image(np.resize(np.array([0, 1, 2, 4], np.int16), (4, 4, 4)), np.eye(4)), path)
     labels, _ = load_label(path)
     assert set(np.unique(labels).tolist()) == {0, 1, 2, 3}
+
+
+def test_staged_outputs_move_in_together_with_the_marker_last(tmp_path, monkeypatch):
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "A.json").write_text("old")
+    moved = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (moved.append(Path(dst).name), replace(src, dst)))
+    with staged_outputs(out, last="A.nii.gz") as stage:
+        for name in ("A.nii.gz", "A.json", "A_report.html"):
+            (stage / name).write_text(name)
+        assert not (out / "A.nii.gz").exists()  # nothing visible before the block ends
+    assert moved == ["A.json", "A_report.html", "A.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["A.json", "A.nii.gz", "A_report.html"]
+    assert (out / "A.json").read_text() == "A.json"  # an older output is replaced
+
+
+def test_failed_staging_leaves_the_folder_untouched_and_stale_stages_are_cleared(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(RuntimeError), staged_outputs(out, last="B.nii.gz") as stage:
+        (stage / "B.nii.gz").write_text("half")
+        raise RuntimeError("disk full")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    killed = out / ".B.nii.gz.x1y2.part"  # what a process killed inside the block leaves
+    killed.mkdir()
+    (killed / "B.json").write_text("{}")
+    assert remove_stale_parts(out) == [killed]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]

@@ -93,6 +93,9 @@ def test_killed_predict_leaves_only_whole_outputs_and_a_rerun_completes(data, tm
             if path.name.endswith(".nii.gz"):
                 assert path.read_bytes() == expected[path.name], path
                 assert np.asarray(nib.load(str(path)).dataobj).shape == (48, 48, 40)
+                assert (out / path.name.replace(".nii.gz", ".json")).is_file(), (
+                    "a label map without its sidecar"
+                )
             else:  # the provenance sidecar (it records the date, so it is not byte-identical)
                 assert json.loads(path.read_text())["format"], path
         # the same command again completes the batch and clears what the killed run was writing

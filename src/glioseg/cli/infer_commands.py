@@ -133,7 +133,7 @@ def predict(
         from glioseg.report.case_report import write_case_report
 
         def after_case(case, data, prediction, seg_path, record):
-            write_case_report(data, prediction, seg_path, out, members, record)
+            write_case_report(data, prediction, seg_path, seg_path.parent, members, record)
 
     if native:
         from glioseg.prepare.native import write_native
@@ -143,7 +143,9 @@ def predict(
         def after_case(case, data, prediction, seg_path, record):
             if report_hook is not None:
                 report_hook(case, data, prediction, seg_path, record)
-            write_native(seg_path, case.folder, case.case_id, out / f"{case.case_id}-native.nii.gz")
+            write_native(
+                seg_path, case.folder, case.case_id, seg_path.parent / f"{case.case_id}-native.nii.gz"
+            )
 
     options = PredictOptions(
         settings=settings,

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 
 from glioseg.data.labels import to_canonical
-from glioseg.errors import InputError
+from glioseg.errors import GliosegError, InputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -207,10 +207,49 @@ def remove_stale_parts(folder: str | Path) -> list[Path]:
     be writing the same files at the same moment.
     """
     root = Path(folder)
-    stale = [p for p in root.glob(".*.part*") if p.is_file()] if root.is_dir() else []
+    stale = list(root.glob(".*.part*")) if root.is_dir() else []
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():  # a staging folder of staged_outputs/atomic_folder
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return stale
+
+
+@contextmanager
+def staged_outputs(folder: str | Path, last: str) -> Iterator[Path]:
+    """Yield a hidden staging folder inside ``folder`` for one case's outputs; when the block succeeds,
+    move each file into ``folder`` (replacing older ones), the file named ``last`` after all others.
+
+    ``last`` is the file whose presence means "this case is done" (the label map of a prediction):
+    a process killed while the files are moved leaves at most some companions without it, never it
+    without its companions. On error the staging folder goes and ``folder`` is untouched; a staging
+    folder that a killed process leaves behind is cleared by :func:`remove_stale_parts`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> with staged_outputs(out, last="A.txt") as stage:
+    ...     _ = (stage / "A.txt").write_text("result"), (stage / "A.json").write_text("{}")
+    >>> sorted(p.name for p in out.iterdir())
+    ['A.json', 'A.txt']
+    """
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{Path(last).name}.", suffix=".part", dir=root))
+    try:
+        yield stage
+        entries = sorted(stage.iterdir(), key=lambda p: (p.name == last, p.name))
+        for entry in entries:
+            if entry.is_dir():
+                raise GliosegError(f"{entry.name}: a staged output must be a file, not a folder")
+            os.chmod(entry, 0o666 & ~_UMASK)
+            os.replace(entry, root / entry.name)
+        stage.rmdir()
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from glioseg.data.io import (
     read_json,
     remove_stale_parts,
     save_nifti,
+    staged_outputs,
     strip_nifti_suffix,
     write_text_atomic,
 )
@@ -42,6 +43,8 @@ class PredictOptions:
     save_probabilities: bool = False
     postprocess: Callable[[np.ndarray, object], np.ndarray] | None = None
     postprocess_source: str | None = None  # the configuration file behind ``postprocess`` (for provenance)
+    # (case, data, prediction, label map, record) -> None, called before the case's outputs are moved
+    # into the output folder: it writes its own files beside the label map it is given
     after_case: Callable[[Case, object, Prediction, Path, dict], None] | None = None
     track_variance: bool = False
 
@@ -153,19 +156,20 @@ def predict_cases(
             for warning in warnings:
                 printer(f"{case.case_id}: WARNING: {warning}")
             record = provenance(case, target, models, options, warnings)
-            written_before = set(out.iterdir()) if out.exists() else set()
             try:
-                out.mkdir(parents=True, exist_ok=True)
-                save_nifti(labels.astype(np.uint8), target, reference=data.reference, dtype=np.uint8)
-                write_text_atomic(out / f"{case.case_id}.json", json.dumps(record, indent=1) + "\n")
-                if options.save_probabilities:
-                    save_probabilities(prediction, out / f"{case.case_id}_probabilities.npz", data.affine)
-                if options.after_case is not None:
-                    options.after_case(case, data, prediction, target, record)
+                # a case's outputs are staged and then moved in, the label map last: it is there only
+                # when all its companions are (after_case writes beside the label map it is given)
+                with staged_outputs(out, last=target.name) as stage:
+                    staged = stage / target.name
+                    save_nifti(labels.astype(np.uint8), staged, reference=data.reference, dtype=np.uint8)
+                    write_text_atomic(stage / f"{case.case_id}.json", json.dumps(record, indent=1) + "\n")
+                    if options.save_probabilities:
+                        save_probabilities(
+                            prediction, stage / f"{case.case_id}_probabilities.npz", data.affine
+                        )
+                    if options.after_case is not None:
+                        options.after_case(case, data, prediction, staged, record)
             except (OSError, GliosegError) as exc:
-                # a case's outputs are all there or none: remove what this case wrote so far
-                for path in set(out.iterdir()) - written_before if out.exists() else ():
-                    path.unlink(missing_ok=True)
                 if isinstance(exc, GliosegError):
                     raise
                 raise InputError(
