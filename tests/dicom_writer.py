@@ -58,3 +58,31 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+#: Series description and tags that glioseg prepare identifies as each contrast (as a scanner writes them).
+CONTRAST_SERIES = {
+    "t1n": (4, "AX T1 SE", {"EchoTime": 10, "RepetitionTime": 500}),
+    "t1c": (6, "AX T1 SE", {"EchoTime": 10, "RepetitionTime": 500, "ContrastBolusAgent": "GADOVIST"}),
+    "t2w": (2, "AX T2 TSE", {"EchoTime": 100, "RepetitionTime": 4000}),
+    "t2f": (3, "AX FLAIR", {"EchoTime": 120, "RepetitionTime": 9000, "InversionTime": 2500}),
+}
+
+
+def write_case_study(case: Path, root: Path, skip: tuple[str, ...] = (), patient: str = "PAT-001") -> Path:
+    """The four contrasts of the BraTS-named case folder ``case`` as a DICOM study under ``root``.
+
+    Each ``<ID>-<contrast>.nii.gz`` becomes one series (int16, on the image's own grid) with the
+    tags of :data:`CONTRAST_SERIES`; contrasts in ``skip`` are left out.
+    """
+    import nibabel as nib
+
+    for modality, (number, description, tags) in CONTRAST_SERIES.items():
+        if modality in skip:
+            continue
+        image = nib.load(str(next(case.glob(f"*-{modality}.nii*"))))
+        data = np.asarray(image.dataobj).astype(np.int16)
+        write_series(
+            data, image.affine, root / f"series{number}", number, description, patient=patient, **tags
+        )
+    return root

@@ -2,8 +2,9 @@
 
 An upload is four NIfTI files (one per contrast, named so the contrast can be told: BraTS names
 ``<ID>-t1n.nii.gz`` or ``_t1``/``_t1ce``/``_t2``/``_flair``, or sent in form fields ``t1n``,
-``t1c``, ``t2w``, ``t2f``), or one zip holding such files or a raw DICOM study (prepared in the
-job by ``glioseg prepare``).
+``t1c``, ``t2w``, ``t2f``), or one zip holding such files or a raw study (DICOM, or NIfTI files
+as a scanner's converter names them) that is prepared in the job by ``glioseg prepare``; the
+study's series are identified at upload, so one that lacks a contrast is refused at once.
 
 Everything is written into a staging folder inside the data folder; on any problem the staging
 folder is removed, so a refused upload leaves nothing behind. File names from the client are
@@ -270,17 +271,47 @@ def _assign(named: Sequence[tuple[str, Path, str | None]]) -> tuple[dict[str, tu
 
 
 def _make_case(chosen: dict[str, tuple[str, Path]], case_id: str, staging: Path, limits: UploadLimits):
-    folder = staging / "case" / case_id
-    folder.mkdir(parents=True)
-    shapes = {}
-    for modality, (display, path) in chosen.items():
-        shapes[modality] = check_nifti(path, display, limits)
-        suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-        shutil.move(str(path), folder / f"{case_id}-{modality}{suffix}")
+    shapes = {modality: check_nifti(path, display, limits) for modality, (display, path) in chosen.items()}
     if len(set(shapes.values())) > 1:
         listed = ", ".join(f"{m} {'x'.join(map(str, s))}" for m, s in shapes.items())
         raise UploadError(f"the four images must have the same grid; their shapes differ ({listed})")
+    folder = staging / "case" / case_id
+    folder.mkdir(parents=True)
+    for modality, (_display, path) in chosen.items():
+        suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+        shutil.move(str(path), folder / f"{case_id}-{modality}{suffix}")
     return StagedUpload("case", case_id, folder, int(np.prod(shapes["t1n"])))
+
+
+#: What prepare's messages say to a command-line user, and what the page says instead.
+_CLI_HINT = re.compile(r"; (?:name|choose) one with --(?:t1n|t1c|t2w|t2f) SERIES")
+STUDY_NEEDS = (
+    "a study needs one series of each contrast: T1 (t1n), T1 after contrast (t1c), T2 (t2w) and FLAIR (t2f)"
+)
+
+
+def identify_study(folder: Path, display: str) -> None:
+    """Check that ``glioseg prepare`` tells the four contrasts of the raw study in ``folder`` apart.
+
+    Reads the DICOM headers (or NIfTI headers and sidecars) only, so a study that could never be
+    prepared (a contrast missing or ambiguous, an unreadable file) is refused at upload.
+
+    Raises
+    ------
+    UploadError
+        What prepare found wrong, in the page's words (paths relative to the upload).
+    """
+    from glioseg.prepare.series import choose
+    from glioseg.prepare.sources import gather
+
+    try:
+        _kind, candidates = gather(folder)
+        choose(candidates, {}, folder)
+    except GliosegError as exc:
+        where, problem = getattr(exc, "path", ""), getattr(exc, "problem", str(exc))
+        inside = Path(where).relative_to(folder).as_posix() if where.startswith(str(folder) + "/") else ""
+        problem = _CLI_HINT.sub("", problem).replace(str(folder) + "/", "")
+        raise UploadError(f"{display}: {inside + ': ' if inside else ''}{problem}; {STUDY_NEEDS}") from None
 
 
 def _is_dicom(path: Path) -> bool:
@@ -290,6 +321,12 @@ def _is_dicom(path: Path) -> bool:
 
 def stage_upload(files: Sequence[UploadedFile], staging: Path, limits: UploadLimits) -> StagedUpload:
     """Write and check an upload inside ``staging`` (which the caller removes on error)."""
+    staged = _stage(files, staging, limits)
+    shutil.rmtree(staging / "received")  # emptied: its files were moved into the case, or unpacked
+    return staged
+
+
+def _stage(files: Sequence[UploadedFile], staging: Path, limits: UploadLimits) -> StagedUpload:
     if not files:
         raise UploadError("no file was uploaded: choose four NIfTI files or one zip")
     received = staging / "received"
@@ -322,10 +359,19 @@ def stage_upload(files: Sequence[UploadedFile], staging: Path, limits: UploadLim
     nifti = [p for p in written if strip_nifti_suffix(p.name) is not None]
     zip_id = _safe_id(strip_nifti_suffix(display) or display[: -len(".zip")])
     if nifti:
-        chosen, case_id = _assign([(str(p.relative_to(upload)), p, None) for p in nifti])
-        staged = _make_case(chosen, case_id if case_id != "case" else zip_id, staging, limits)
+        try:
+            chosen, case_id = _assign([(str(p.relative_to(upload)), p, None) for p in nifti])
+            staged = _make_case(chosen, case_id if case_id != "case" else zip_id, staging, limits)
+        except UploadError as not_a_case:
+            # not four BraTS-ready images: a raw NIfTI study (scanner names, own grids) to prepare?
+            try:
+                identify_study(upload, display)
+            except UploadError:
+                raise not_a_case from None
+            return StagedUpload("study", zip_id, upload, 0)
         shutil.rmtree(upload)
         return staged
     if not any(_is_dicom(p) for p in written):
         raise UploadError(f"{display}: holds neither NIfTI images (.nii, .nii.gz) nor DICOM files")
+    identify_study(upload, display)
     return StagedUpload("study", zip_id, upload, 0)
