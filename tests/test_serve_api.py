@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from glioseg.cli import app as cli_app
 from glioseg.serve.app import ServeConfig, create_app
-from glioseg.serve.jobs import INTERRUPTED, JobStore
+from glioseg.serve.jobs import INTERRUPTED, RESUMED, JobStore
 from glioseg.serve.runner import load_model
 from glioseg.serve.uploads import MiB, UploadLimits
 
@@ -255,63 +255,109 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_job_killed_mid_way_never_serves_a_partial_result(one_case, tmp_path, demo_fast):
-    data_dir, port = tmp_path / "data", _free_port()
-    glioseg = [sys.executable, "-m", "glioseg"]
-    server = subprocess.Popen(
-        [
-            *glioseg,
-            "serve",
-            "--port",
-            str(port),
-            "--model",
-            "demo",
-            "--mode",
-            "fast",
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    import httpx
+class Server:
+    """A real ``glioseg serve`` process (demo model, fast mode) on a free port and ``data_dir``."""
 
+    def __init__(self, data_dir: Path) -> None:
+        import httpx
+
+        self.port = _free_port()
+        command = [sys.executable, "-m", "glioseg", "serve", "--port", str(self.port)]
+        command += ["--model", "demo", "--mode", "fast", "--data-dir", str(data_dir)]
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        for _ in range(480):
+            try:
+                self.client.get("/api/info")
+                return
+            except httpx.TransportError:
+                assert self.process.poll() is None, "glioseg serve exited at start"
+                time.sleep(0.25)
+        raise AssertionError("glioseg serve did not answer within 2 minutes")
+
+    def kill(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)  # the worst stop: no clean-up code runs
+        self.process.wait(30)
+
+
+def test_a_server_killed_mid_job_resumes_it_on_restart_and_never_serves_a_partial_result(one_case, tmp_path):
+    reference = nib.load(str(predict_reference(one_case, tmp_path / "predict")))
+    data_dir = tmp_path / "data"
+    server = Server(data_dir)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            for _ in range(240):
-                try:
-                    client.get("/api/info")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.25)
-            job_id = client.post("/api/jobs", files=case_files(one_case), headers=PAGE).json()["id"]
-            for _ in range(2400):
-                state = client.get(f"/api/jobs/{job_id}").json()["state"]
-                if state == "segmenting":
-                    break
-                assert state in ("queued", "preparing"), state
-                time.sleep(0.05)
-            server.send_signal(signal.SIGKILL)  # the worst stop: no clean-up code runs
-            server.wait(30)
+        job_id = server.client.post("/api/jobs", files=case_files(one_case), headers=PAGE).json()["id"]
+        for _ in range(6000):
+            state = server.client.get(f"/api/jobs/{job_id}").json()["state"]
+            if state == "segmenting":
+                break
+            assert state in ("queued", "preparing"), state
+            time.sleep(0.02)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(30)
+        server.kill()
     folder = data_dir / "jobs" / job_id
-    assert json.loads((folder / "job.json").read_text())["state"] == "segmenting"
+    record = json.loads((folder / "job.json").read_text())
+    assert record["state"] == "segmenting" and record["attempts"] == 1
     (folder / ".result.abc.part").mkdir(exist_ok=True)  # as atomic_folder leaves it when killed
     (folder / ".result.abc.part" / "half.nii.gz").write_bytes(b"\x1f\x8b")
+    # a result/ renamed into place just before the kill, whose job never said done: never served
+    (folder / "result").mkdir(exist_ok=True)
+    (folder / "result" / "summary.json").write_text(json.dumps({"files": {"labels": "half.nii.gz"}}))
+    (folder / "result" / "half.nii.gz").write_bytes(b"\x1f\x8b")
+    server = Server(data_dir)  # the same data folder: the job is queued again and runs from the start
+    try:
+        job = server.client.get(f"/api/jobs/{job_id}").json()
+        assert job["state"] != "failed", job["message"]
+        if job["state"] != "done":
+            assert server.client.get(f"/api/jobs/{job_id}/files/labels").status_code == 409
+        for _ in range(6000):
+            job = server.client.get(f"/api/jobs/{job_id}").json()
+            if job["state"] in ("done", "failed"):
+                break
+            time.sleep(0.1)
+        assert job["state"] == "done" and job["attempts"] == 2, job
+        served = _nifti_from_bytes(server.client.get(f"/api/jobs/{job_id}/files/labels").content)
+        assert np.array_equal(np.asarray(served.dataobj), np.asarray(reference.dataobj))
+        assert job["summary"]["files"]["labels"] == f"{one_case.name}.nii.gz"
+    finally:
+        server.kill()
+    assert not list(folder.glob(".result.*")) and not (folder / "result" / "half.nii.gz").exists()
+
+
+def test_a_job_interrupted_twice_or_without_its_inputs_fails_in_plain_words(one_case, tmp_path, demo_fast):
+    data_dir = tmp_path / "data"
     app = create_app(ServeConfig(data_dir=data_dir), demo_fast, start_worker=False)
     with TestClient(app, base_url=LOCAL) as client:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        assert job["state"] == "failed" and job["message"] == INTERRUPTED and job["summary"] is None
-        for key in ("labels", "report", "pdf", "record", "t1c.nii.gz"):
-            answer = client.get(f"/api/jobs/{job_id}/files/{key}")
-            assert answer.status_code == 409 and "failed" in answer.json()["detail"]
-        assert not (folder / "result").exists() and not list(folder.glob(".result.*"))
-        assert client.delete(f"/api/jobs/{job_id}", headers=PAGE).status_code == 200
-    assert JobStore(data_dir).all() == []
+        ids = [
+            client.post("/api/jobs", files=case_files(one_case), headers=PAGE).json()["id"] for _ in range(3)
+        ]
+    store = JobStore(data_dir)
+    store.update(ids[0], state="segmenting", attempts=2)  # the second run was stopped too
+    store.update(ids[1], state="preparing", attempts=1)
+    next((data_dir / "jobs" / ids[1] / "case").rglob("*-t2w.nii.gz")).unlink()  # an input is gone
+    store.update(ids[2], state="segmenting", attempts=1)
+    for job_id in ids:
+        (store.folder(job_id) / "result").mkdir()
+    app = create_app(ServeConfig(data_dir=data_dir), demo_fast, start_worker=False)
+    with TestClient(app, base_url=LOCAL) as client:
+        for job_id in ids[:2]:
+            job = client.get(f"/api/jobs/{job_id}").json()
+            assert job["state"] == "failed" and job["message"] == INTERRUPTED and job["summary"] is None
+            for key in ("labels", "report", "pdf", "record", "t1c.nii.gz"):
+                answer = client.get(f"/api/jobs/{job_id}/files/{key}")
+                assert answer.status_code == 409 and "failed" in answer.json()["detail"]
+            assert sorted(p.name for p in (data_dir / "jobs" / job_id).iterdir()) == ["job.json"]
+        resumed = client.get(f"/api/jobs/{ids[2]}").json()
+        assert resumed["state"] == "queued" and resumed["message"] == RESUMED
+        assert not (data_dir / "jobs" / ids[2] / "result").exists()
+        assert client.delete(f"/api/jobs/{ids[0]}", headers=PAGE).status_code == 200
+    assert {j.id for j in JobStore(data_dir).all()} == set(ids[1:])
 
 
 def test_serve_command_is_registered():

@@ -10,9 +10,13 @@ Layout of the data folder (``--data-dir``)::
 
 A job goes ``queued -> preparing -> segmenting -> done`` or ends ``failed``. The queue is the
 set of ``queued`` records, oldest first, so jobs survive a restart. A job found ``preparing``
-or ``segmenting`` when the store opens belonged to a server that was stopped mid-job: it is
-marked failed (never resumed: an input that crashed the server would crash it again) and any
-staging folder it left is removed, so only a complete ``result/`` is ever served.
+or ``segmenting`` when the store opens belonged to a server that was stopped mid-job: whatever
+it had written (a half-prepared case, the result's staging folder, even a whole ``result/`` whose
+record never said ``done``) is removed, so only a complete ``result/`` is ever served; then it is
+queued again from the start when its inputs are intact and it has not been interrupted before,
+and otherwise marked failed with :data:`INTERRUPTED` (an input that stopped the server twice,
+e.g. by exhausting the memory, is not run a third time). A job that fails keeps only its record:
+its images are removed.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ DEFAULT_S_PER_MVOX = 4.0
 #: Seconds a raw study takes to prepare (docs/prepare.md measures ~33 s on 2 cores).
 PREPARE_S = 40.0
 INTERRUPTED = "the server stopped while this job was running; nothing of it is served. Upload the case again"
+#: The message of a job queued again after the server stopped while running it.
+RESUMED = "the server stopped while this job was running; it runs again from the start"
+#: Runs a job may start: once, and once more after a server stopped mid-job.
+MAX_ATTEMPTS = 2
+#: What a job keeps of its inputs, by kind: a case folder, or the raw study to prepare.
+INPUTS = {"case": "case", "study": "upload"}
 
 
 @dataclass
@@ -65,6 +75,7 @@ class Job:
     finished: float | None = None
     upload_name: str = ""
     warnings: list[str] = field(default_factory=list)
+    attempts: int = 0  # runs started (a run interrupted by a stopped server is retried once)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Job:
@@ -164,7 +175,7 @@ class JobStore:
         return min(queued, key=lambda j: j.created) if queued else None
 
     def _recover(self) -> None:
-        """Fail jobs a stopped server left running; remove staging and half-deleted folders."""
+        """Re-queue (or fail) jobs a stopped server left running; remove staging and half-deleted folders."""
         for path in self.jobs_dir.iterdir():
             if path.name.startswith("."):  # an upload being staged or a job being deleted
                 shutil.rmtree(path, ignore_errors=True)
@@ -174,10 +185,32 @@ class JobStore:
                 continue
             for partial in path.glob(".result.*"):
                 shutil.rmtree(partial, ignore_errors=True)
-            if job.state in RUNNING:
+            if job.state not in RUNNING:
+                continue
+            shutil.rmtree(path / "result", ignore_errors=True)  # even whole: its job never said done
+            if job.kind == "study":  # prepared again from the upload: drop a half-prepared case
+                shutil.rmtree(self.case_root(job.id), ignore_errors=True)
+            if job.attempts < MAX_ATTEMPTS and self.inputs_intact(job):
+                job.state, job.message, job.progress = QUEUED, RESUMED, 0.0
+                job.started = job.phase_started = None
+            else:
                 job.state, job.message, job.finished = FAILED, INTERRUPTED, time.time()
-                self._write(job)
-                shutil.rmtree(path / "result", ignore_errors=True)
+                self.remove_inputs(job.id)
+            self._write(job)
+
+    def inputs_intact(self, job: Job) -> bool:
+        """Whether ``job``'s inputs are all there: the four images of its case, or its raw study."""
+        folder = self.folder(job.id)
+        if job.kind == "study":
+            return (folder / "upload").is_dir() and any((folder / "upload").iterdir())
+        case = self.case_root(job.id) / job.case_id
+        return all(any(case.glob(f"{job.case_id}-{m}.nii*")) for m in ("t1n", "t1c", "t2w", "t2f"))
+
+    def remove_inputs(self, job_id: str) -> None:
+        """Remove a failed job's images (its upload, its case) but keep its record (``job.json``)."""
+        folder = self.folder(job_id)
+        for name in set(INPUTS.values()):
+            shutil.rmtree(folder / name, ignore_errors=True)
 
     # -- estimates --------------------------------------------------------------------------
     def seconds_per_mvox(self) -> float:

@@ -145,7 +145,9 @@ def _prepare_study(store: JobStore, job: Job) -> Job:
 def run_job(store: JobStore, job: Job, model: ServeModel) -> Job:
     """Run one queued job to ``done`` or ``failed``; never raises for a problem of the job."""
     began = time.time()
-    job = store.update(job.id, state=PREPARING, started=began, phase_started=began, progress=0.02)
+    job = store.update(
+        job.id, state=PREPARING, started=began, phase_started=began, progress=0.02, attempts=job.attempts + 1
+    )
     try:
         if job.kind == "study":
             job = _prepare_study(store, job)
@@ -170,6 +172,7 @@ def run_job(store: JobStore, job: Job, model: ServeModel) -> Job:
             str(exc) if isinstance(exc, GliosegError) else f"internal error: {type(exc).__name__}: {exc}"
         )
         message = message.replace(str(store.folder(job.id)) + "/", "")
+        store.remove_inputs(job.id)  # a failed job keeps its message, none of the patient's images
         return store.update(job.id, state=FAILED, finished=time.time(), message=message)
 
 
