@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
+
+from provenance import machine_record, write_result  # benchmarks/provenance.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,18 +42,6 @@ def main() -> None:
             sys.exit(done.stderr)
         record = json.loads(next(case.glob("*-prepare.json")).read_text())
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    cpu = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").exists()
-        else platform.processor()
-    )
     result = {
         "command": f"glioseg prepare {Path(args.study).name} --out CASE",
         "study": Path(args.study).name,
@@ -63,21 +49,12 @@ def main() -> None:
         "peak_rss_mib": round(peak_mib),
         "steps_s": record["times_s"],
         "warnings": record["warnings"],
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "versions": {
-            p: version(p)
-            for p in ("glioseg", "torch", "simpleitk", "deepbet", "dcm2niix", "pydicom", "nibabel")
-        },
-        "python": platform.python_version(),
+        **machine_record(("simpleitk", "deepbet", "dcm2niix", "pydicom", "nibabel")),
     }
     print(
         f"glioseg prepare {result['study']}: {result['wall_s']} s wall, peak {result['peak_rss_mib']} MiB; steps {record['times_s']}"
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

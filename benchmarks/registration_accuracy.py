@@ -14,14 +14,11 @@ step, with the time of each registration, and written as JSON (no machine path).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from provenance import machine_record, write_result  # benchmarks/provenance.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT.parent / "shared" / "data" / "brats2018" / "Brats18_CBICA_ABM_1"
@@ -102,13 +99,11 @@ def main() -> None:
         "benchmark": "registration_accuracy",
         "case": name,
         "motion": {"rotation_deg": [6, -4, 5], "translation_mm": [5, -4, 6], "slices_mm": 5},
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "simpleitk": version("SimpleITK")},
+        **machine_record(("simpleitk",)),
         "rows": rows,
         "summary": summary,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(args.out, record)
 
 
 if __name__ == "__main__":

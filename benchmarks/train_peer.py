@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from provenance import cpu_model, machine_record, write_result  # benchmarks/provenance.py
 
 PATCH, SPACING, BATCH, BASE, STAGES = 64, 2.0, 2, 16, 5
 DATASET_ID = 902
@@ -200,17 +200,6 @@ def nnunet_side(iters: int, threads: int) -> dict:
     return result
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def child(args: argparse.Namespace) -> None:
     import torch
 
@@ -240,10 +229,8 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    from importlib import metadata
 
     from glioseg.data.cases import discover_cases
-    from glioseg.models.checkpoint import package_versions
 
     found = discover_cases(args.data)
     cases = sorted(c.case_id for c in found.cases if c.label is not None)[: args.cases]
@@ -252,16 +239,12 @@ def main() -> None:
     import torch
 
     print(
-        f"CPU: {_cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads; "
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads; "
         f"torch {torch.__version__}; {len(cases)} real cases, {PATCH}^3 at {SPACING:g} mm, batch {BATCH}, "
         f"{args.iters} timed iterations after 1 warm-up"
     )
     results = {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "versions": {**package_versions(), "nnunetv2": metadata.version("nnunetv2")},
+        **machine_record(("nnunetv2",)),
         "threads": args.threads,
         "cases": cases,
         "iters": args.iters,
@@ -311,7 +294,7 @@ def main() -> None:
     results["nnunet_over_glioseg"] = ratio
     print(f"nnunetv2 / glioseg seconds per iteration: {ratio:.2f} (above 1: glioseg is faster)")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        write_result(args.json, results)
 
 
 if __name__ == "__main__":

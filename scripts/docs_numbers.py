@@ -1,0 +1,158 @@
+"""Render the measured numbers in the docs from the committed benchmark results.
+
+Usage: python scripts/docs_numbers.py [--check]
+
+A block in a Markdown file of ``docs/`` (or README.md)::
+
+    <!-- numbers: prepare_speed -->
+    ...generated...
+    <!-- /numbers -->
+
+is replaced by the table that :data:`RENDERERS` makes from ``benchmarks/results/prepare_speed.json``,
+followed by where and with what it was measured (date, CPU, cores, threads, versions: the fields of
+``benchmarks/provenance.py``). So a number in the docs is the number in the committed result, and
+rerunning a benchmark then this script updates every place that quotes it. ``--check`` changes
+nothing and exits 1 when a file differs from its rendering (``tests/test_docs_numbers.py`` does the
+same in CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BLOCK = re.compile(r"(<!-- numbers: ([\w-]+) -->\n)(.*?)(<!-- /numbers -->)", re.DOTALL)
+
+
+def _provenance(result: dict, command: str) -> str:
+    versions = result.get("versions", {})
+    shown = ", ".join(
+        f"{k} {v}" for k, v in versions.items() if k in ("python", "glioseg", "torch", "simpleitk")
+    )
+    threads = result.get("OMP_NUM_THREADS") or result.get("threads")
+    threads = f", {threads} thread{'s' if str(threads) != '1' else ''}" if threads else ""
+    when = str(result.get("date_utc", "?"))[:10]
+    load = result.get("load_1min")
+    if load is not None:
+        threads += f", load average {load:.1f} at the start" + (
+            " (other work was running: timings read high)" if load > 0.5 * result.get("cpu_count", 1) else ""
+        )
+    return (
+        f"*Measured {when} on {result.get('cpu', '?')} ({result.get('cpu_count', '?')} cores"
+        f"{threads}; {shown}) by `{command}`; "
+        "rendered from the committed JSON by `python scripts/docs_numbers.py`.*"
+    )
+
+
+def prepare_speed(r: dict) -> str:
+    steps = r["steps_s"]
+    rows = [
+        ("wall time of `glioseg prepare`", f"{r['wall_s']:.1f} s (target ≤ 90 s)"),
+        ("peak memory", f"{r['peak_rss_mib'] / 1024:.1f} GiB"),
+        ("conversion and loading", f"{steps['convert_load_s']:.1f} s"),
+        ("registration (3 contrasts)", f"{steps['register_s']:.1f} s"),
+        ("skull stripping (deepbet)", f"{steps['skullstrip_s']:.1f} s"),
+        ("resampling and writing", f"{steps['resample_write_s']:.1f} s"),
+    ]
+    table = "| | value |\n| --- | --- |\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+    return table + "\n" + _provenance(r, "python benchmarks/prepare_speed.py") + "\n"
+
+
+def registration_accuracy(r: dict) -> str:
+    from glioseg.prepare.register import rigid_register
+
+    default = inspect.signature(rigid_register).parameters["min_step"].default
+    seeds = sorted({row["seed"] for row in r["rows"]})
+    lines = [
+        f"| optimiser minimum step | T2 error, mean (max) of {len(seeds)} seeds | FLAIR error | time per contrast |",
+        "| --- | --- | --- | --- |",
+    ]
+    for step in sorted({row["min_step"] for row in r["rows"]}, reverse=True):
+        cells = []
+        for contrast in ("t2", "flair"):
+            s = r["summary"][f"{contrast} min_step={step:g}"]
+            cells.append(f"{s['mean_error_mm']:.3f} ({s['max_error_mm']:.3f}) mm")
+        seconds = [row["seconds"] for row in r["rows"] if row["min_step"] == step]
+        name = f"{step:g}" + (" (glioseg's default)" if step == default else "")
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {sum(seconds) / len(seconds):.1f} s |")
+    return "\n".join(lines) + "\n\n" + _provenance(r, "python benchmarks/registration_accuracy.py") + "\n"
+
+
+def train_peer(r: dict) -> str:
+    g, n = r["glioseg"], r["nnunet"]
+
+    def row(name: str, side: dict) -> str:
+        load = side["s_per_iter"] - side["step_s"]
+        share = 100 * load / side["s_per_iter"]
+        return (
+            f"| {name} | {side['s_per_iter']:.2f} | {load:.2f} s ({share:.0f} %) | {side['step_s']:.2f} s |"
+        )
+
+    lines = [
+        "| trainer | s / iteration | loading + augmentation | network step |",
+        "| --- | --- | --- | --- |",
+        row("glioseg (`PatchDataset` + Lightning module's loss, SGD)", g),
+        row(
+            f"nnunetv2 {r['versions'].get('nnunetv2', '')} `nnUNetTrainer` (its data loader and `train_step`)",
+            n,
+        ),
+        "",
+        f"nnunetv2 / glioseg = {r['nnunet_over_glioseg']:.2f} ({r['iters']} timed iterations, "
+        f"{len(r['cases'])} real cases, {g['params_m']:.2f} M parameters on both sides).",
+    ]
+    command = f"python benchmarks/train_peer.py --iters {r['iters']} --threads {r['threads']} --json ..."
+    return "\n".join(lines) + "\n\n" + _provenance(r, command) + "\n"
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {
+    "prepare_speed": prepare_speed,
+    "registration_accuracy": registration_accuracy,
+    "train_peer": train_peer,
+}
+
+
+def render(text: str, results: Path = RESULTS) -> str:
+    """``text`` with every numbers block re-rendered from ``results/<name>.json``."""
+
+    def replace(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in RENDERERS:
+            raise KeyError(f"numbers block '{name}': no renderer (known: {', '.join(RENDERERS)})")
+        result = json.loads((results / f"{name}.json").read_text(encoding="utf-8"))
+        return match.group(1) + RENDERERS[name](result) + match.group(4)
+
+    return BLOCK.sub(replace, text)
+
+
+def documents() -> list[Path]:
+    """The Markdown files that may hold numbers blocks."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is stale")
+    args = parser.parse_args()
+    stale = []
+    for path in documents():
+        text = path.read_text(encoding="utf-8")
+        new = render(text)
+        if new != text:
+            stale.append(path.relative_to(ROOT))
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    verb = "stale" if args.check else "updated"
+    print(f"{verb}: {', '.join(map(str, stale))}" if stale else "every numbers block is up to date")
+    if args.check and stale:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
