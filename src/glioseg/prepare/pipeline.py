@@ -37,6 +37,7 @@ from glioseg.data.modalities import MODALITIES
 from glioseg.errors import ConfigError, InputError
 from glioseg.prepare import qc
 from glioseg.prepare.dicom import convert_series
+from glioseg.prepare.quality import registration_warning, series_quality, series_warnings, shift_at
 from glioseg.prepare.register import (
     canonical_grid,
     centred_grid,
@@ -54,10 +55,6 @@ from glioseg.prepare.sources import case_id_for, gather
 
 ATLASES = ("none", "mni152")
 RECORD_FORMAT = "glioseg-prepare-v1"
-#: Slices thicker than this (mm) are warned about: the models were trained on 1 mm data.
-THICK_SLICE_MM = 3.0
-#: Ghosting ratio (mean intensity outside the dilated head / inside it) above which motion is warned about.
-GHOSTING_RATIO = 0.08
 
 
 @dataclass
@@ -73,28 +70,6 @@ class PrepareResult:
 def record_path(folder: Path, case_id: str) -> Path:
     """The JSON record of a prepared case."""
     return Path(folder) / f"{case_id}-prepare.json"
-
-
-def ghosting_ratio(data: np.ndarray) -> float:
-    """Mean intensity outside the dilated head over the mean inside it (motion and ghosting raise it).
-
-    The head is the Otsu foreground, holes filled, dilated by 5 voxels in plane; a still scan has
-    only noise outside (ratio ~0.01-0.03), motion ghosts copy the head along the phase direction.
-    """
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
-    x = np.asarray(data, dtype=np.float32)
-    positive = x[x > 0]
-    if positive.size < 100:
-        return 0.0
-    head = x > threshold_otsu(positive)
-    head = ndimage.binary_fill_holes(head)
-    around = ndimage.binary_dilation(head, structure=np.ones((3, 3, 1), bool), iterations=5)
-    inside, outside = x[head], x[~around]
-    if inside.size == 0 or outside.size == 0:
-        return 0.0
-    return float(outside.mean() / max(float(inside.mean()), 1e-6))
 
 
 def _check_paths(source: Path, out: Path) -> None:
@@ -173,7 +148,7 @@ def _prepare(
         work = stage / "intermediate"
         t = time.perf_counter()
         natives = _native_files(selection.chosen, kind, work)
-        images, volumes, integer = {}, {}, True
+        images, volumes, quality, integer = {}, {}, {}, True
         for m, path in natives.items():
             data, image = load_volume(path)
             label = selection.chosen[m].label()
@@ -181,14 +156,8 @@ def _prepare(
                 raise InputError(path, f"is a 2-D series (shape {data.shape}); {m} needs a 3-D volume")
             integer &= np.issubdtype(image.get_data_dtype(), np.integer)
             volumes[m], images[m] = (data, image), to_sitk(data, image.affine)
-            thickness = float(max(image.header.get_zooms()[:3]))
-            if thickness > THICK_SLICE_MM:
-                warnings.append(f"{m} ({label}): {thickness:.1f} mm slices (> {THICK_SLICE_MM:g} mm)")
-            ratio = ghosting_ratio(data)
-            if ratio > GHOSTING_RATIO:
-                warnings.append(
-                    f"{m} ({label}): possible motion or ghosting (background/head ratio {ratio:.2f})"
-                )
+            quality[m] = series_quality(data, image.header.get_zooms())
+            warnings += series_warnings(m, label, quality[m])
         times["convert_load_s"] = time.perf_counter() - t
         qc_dir = stage / "qc"
         qc.save_row(
@@ -199,14 +168,20 @@ def _prepare(
         t = time.perf_counter()
         to_native = {"t1c": None}
         registrations = {"t1c": {"reference": True}}
+        centre = np.mean(physical_box(grid_of(volumes["t1c"][1].affine, volumes["t1c"][0].shape)), axis=0)
         for m in ("t1n", "t2w", "t2f"):
             transform, info = rigid_register(images["t1c"], images[m])
             to_native[m] = transform
-            registrations[m] = {**info, **describe(matrix_of(transform))}
+            shift = round(shift_at(matrix_of(transform), centre), 3)
+            registrations[m] = {**info, **describe(matrix_of(transform)), "shift_at_t1c_centre_mm": shift}
             printer(
                 f"  {m} -> t1c: rotation {registrations[m]['rotation_deg']:.2f} deg, "
-                f"translation {registrations[m]['translation_mm']} mm"
+                f"translation {registrations[m]['translation_mm']} mm, shift at t1c's centre {shift:.2f} mm"
             )
+            warning = registration_warning(
+                m, selection.chosen[m].label(), registrations[m]["rotation_deg"], shift
+            )
+            warnings += [warning] if warning else []
         times["register_s"] = time.perf_counter() - t
         lo, hi = physical_box(grid_of(volumes["t1c"][1].affine, volumes["t1c"][0].shape))
         working = canonical_grid(lo, hi, 1.0)
@@ -343,6 +318,7 @@ def _prepare(
                 "brain_ml": round(float(final_mask.sum()) / 1000.0, 1),
             },
             "interpolation": "linear for images (one resampling from each native file), nearest neighbour for labels",
+            "quality": quality,
             "warnings": warnings,
             "times_s": {k: round(v, 2) for k, v in times.items()},
             "platform": {"python": platform.python_version(), "machine": platform.machine()},
