@@ -110,6 +110,12 @@ def job_view(store: JobStore, job: Job) -> dict[str, Any]:
         if job.state == SEGMENTING:
             doc["progress"] = round(min(0.95, 0.1 + 0.85 * (now - job.started) / expected), 3)
     doc["remaining_s"] = None if remaining is None else round(remaining, 1)
+    # past its estimate (a busy machine, a large case): say so rather than "0 s left" for minutes
+    doc["overdue"] = bool(
+        job.state in RUNNING and job.started and now - job.started > store.expected_seconds(job)
+    )
+    if doc["overdue"]:
+        doc["remaining_s"] = None
     doc["position"] = (
         sum(1 for j in store.all() if j.state == QUEUED and j.created < job.created)
         if job.state == QUEUED

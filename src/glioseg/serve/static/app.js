@@ -60,8 +60,10 @@ async function refreshJobs() {
   const rows = jobs.map((job) => {
     const bar = el("progress", { max: "1", value: String(job.progress) });
     const detail = job.state === "failed" ? job.message
-      : job.state === "queued" ? `${job.position} job(s) ahead; ${fmtSeconds(job.remaining_s)}`
-      : job.state === "done" ? "" : fmtSeconds(job.remaining_s);
+      : job.state === "queued" ? `${job.message ? job.message + "; " : ""}${job.position} job(s) ahead; ${fmtSeconds(job.remaining_s)}`
+      : job.state === "done" ? ""
+      : job.overdue ? "taking longer than estimated (a busy machine?); still running"
+      : fmtSeconds(job.remaining_s);
     const stateCell = el("td", { class: "state" }, el("strong", { text: job.state }), el("br"), el("span", { class: "small", text: detail }));
     const actions = el("td");
     if (job.state === "done") {
