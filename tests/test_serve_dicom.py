@@ -3,10 +3,11 @@ label map served on the original t1c's grid; a study that cannot be prepared is 
 in plain words and leaves nothing behind.
 
 The study is written with pydicom from a small synthetic case (tests/dicom_writer.py). The real
-skull stripping (deepbet, two 3-D U-Nets on a 1 mm grid) would take most of a minute on two cores;
-as in tests/test_prepare_dicom.py it is replaced by a threshold of the synthetic head, which has
-a black background, so the test exercises everything else for real: conversion (dcm2niix),
-series identification, registration, the job, the model, the way back to the native grid.
+skull stripping (deepbet, two 3-D U-Nets on a 1 mm grid) would take most of a minute on two cores
+and is already run end to end on the real raw study by tests/test_prepare_pipeline.py; here it is
+replaced by a threshold of the synthetic head, which has a black background, so the test
+exercises everything else for real: conversion (dcm2niix), series identification, registration,
+the job, the model, the way back to the native grid.
 """
 
 from __future__ import annotations
