@@ -55,6 +55,34 @@ def select_setting(
     return best
 
 
+def leave_one_out(
+    dice: np.ndarray,
+    hd95: np.ndarray,
+    clusters: np.ndarray | None = None,
+    min_cluster_cases: int = 5,
+) -> np.ndarray:
+    """The setting of each case chosen by :func:`select_setting` on the *other* cases (shape (N,)).
+
+    Post-processing case ``i`` with setting ``result[i]`` estimates what tuning buys on unseen
+    cases: no case is scored with a setting tuned on itself.  With ``clusters`` (one per case)
+    the rule of ``glioseg postprocess tune --clusters`` applies: the other cases of ``i``'s
+    cluster when there are at least ``min_cluster_cases`` of them, else all other cases.
+
+    >>> dice = np.zeros((3, 2, 3)); dice[:, 1] = 0.5; dice[0, 1] = 0.0
+    >>> leave_one_out(dice, np.zeros_like(dice)).tolist()
+    [1, 1, 1]
+    """
+    n = dice.shape[0]
+    chosen = []
+    for i in range(n):
+        rows = np.delete(np.arange(n), i)
+        if clusters is not None:
+            same = rows[np.asarray(clusters)[rows] == clusters[i]]
+            rows = same if same.size >= min_cluster_cases else rows
+        chosen.append(select_setting(dice, hd95, rows))
+    return np.array(chosen, dtype=np.int64)
+
+
 def paired_statistics(
     before: np.ndarray, after: np.ndarray, higher_is_better: bool = True, n_boot: int = 10_000, seed: int = 0
 ) -> dict:

@@ -103,6 +103,13 @@ def score_cohort(
     return results, failures
 
 
+def prediction_clusters(model, scores: Sequence[CaseScores]) -> np.ndarray:
+    """The radiomic cluster of each scored prediction (``score_cohort`` with ``cluster_model=model``)."""
+    import pandas as pd
+
+    return model.predict(model.matrix(pd.DataFrame([s.features for s in scores]), "prediction features"))
+
+
 @dataclass
 class TuneResult:
     """Everything :func:`tune` decided and measured.
@@ -242,7 +249,6 @@ def tune(
     InputError
         When no case could be scored.
     """
-    import pandas as pd
 
     from glioseg.data.radiomics.clusters import ClusterModel
     from glioseg.postprocess.config import PostprocessConfig
@@ -265,8 +271,7 @@ def tune(
     config = PostprocessConfig(operations=settings[global_index].operations(voxel_mm3), definition=definition)
     clusters = None
     if model is not None:
-        frame = pd.DataFrame([s.features for s in scores])
-        clusters = model.predict(model.matrix(frame, "prediction features"))
+        clusters = prediction_clusters(model, scores)
         config.cluster_model = model
         config.cluster_model_path = str(cluster_model_path)
         config.min_cases = int(min_cluster_cases)
