@@ -113,6 +113,12 @@ def train(
     num_workers: NumWorkers = 0,
     cache: Cache = None,
     allow_empty_labels: bool = typer.Option(False, help="Accept labelled cases without tumour."),
+    val_fraction: float = typer.Option(
+        0.2,
+        min=0.0,
+        max=0.9,
+        help="Without --splits: share of the cases held out for validation (0: train on all, validate on two of them).",
+    ),
     tta: OutOfFoldTTA = "flip",
     resume: Resume = False,
 ) -> None:
@@ -146,6 +152,7 @@ def train(
         num_workers=num_workers,
         cache=str(cache) if cache else None,
         allow_empty_labels=allow_empty_labels,
+        val_fraction=val_fraction,
     )
     _run(options, resume, tta)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -130,13 +130,18 @@ def write_weights(doc: dict, path: str | Path) -> Path:
 
 
 def combine_out_of_fold(
-    cv_dirs: Sequence[str | Path], doc: dict, data: str | Path, out_dir: str | Path
+    cv_dirs: Sequence[str | Path],
+    doc: dict,
+    data: str | Path,
+    out_dir: str | Path,
+    cases: Collection[str] | None = None,
 ) -> list[Path]:
     """Weighted ensemble of the out-of-fold probabilities of several CV runs, as label maps in ``out_dir``.
 
     The runs must share their cases (same folds or at least the same cohort); labels are written
     on each case's grid (``<ID>.nii.gz``), ready for ``glioseg postprocess tune``.  Existing
-    files are kept (the step resumes).
+    files are kept (the step resumes).  ``cases``: only these case IDs (default all), e.g. one
+    fold's validation cases with weights chosen on the other folds.
     """
     from glioseg.data.cases import discover_cases
     from glioseg.data.io import save_nifti
@@ -147,15 +152,16 @@ def combine_out_of_fold(
     weights = np.asarray([[m["weights"][r] for r in REGIONS] for m in doc["models"]], dtype=np.float32)
     if len(weights) != len(dirs):
         raise InputError("weights", f"{len(weights)} weight entries for {len(dirs)} cross-validation runs")
-    cases = discover_cases(data).by_id()
+    wanted = None if cases is None else set(cases)
+    by_id = discover_cases(data).by_id()
     out = Path(out_dir)
     written = []
     for npz in sorted((dirs[0] / "oof").glob("*_probabilities.npz")):
         case_id = npz.name.removesuffix("_probabilities.npz")
         target = out / f"{case_id}.nii.gz"
-        if target.exists():
+        if target.exists() or (wanted is not None and case_id not in wanted):
             continue
-        if case_id not in cases:
+        if case_id not in by_id:
             raise InputError(data, f"case {case_id} of the out-of-fold predictions is not in the data")
         total = np.zeros(1, np.float32)
         for w, d in zip(weights, dirs, strict=True):
@@ -167,6 +173,6 @@ def combine_out_of_fold(
             total = total + w[:, None, None, None] * load_probabilities(source)
         labels = probabilities_to_labels(total / weights.sum(axis=0)[:, None, None, None])
         written.append(
-            save_nifti(labels, target, reference=read_image(cases[case_id].images["t1n"]), dtype=np.uint8)
+            save_nifti(labels, target, reference=read_image(by_id[case_id].images["t1n"]), dtype=np.uint8)
         )
     return written
