@@ -1,8 +1,10 @@
-"""The test arms of the transfer experiment: the rows of its results table, and their test scores.
+"""The arms of the transfer experiment: the rows of its results table, and their scores.
 
-Each arm is a way of producing test predictions (one model, or the CV-weighted ensemble with or
-without post-processing); :func:`score_arms` predicts the held-out test cohort with every arm and
-scores it with the brats2024-ssa lesion-wise metrics (see :mod:`glioseg.experiment.transfer`).
+Each arm is a way of producing predictions (one model, or the CV-weighted ensemble with or
+without post-processing); :func:`score_arms` predicts the scored cohort with every arm (the
+held-out test cohort, :mod:`glioseg.experiment.transfer`) or takes the arm's out-of-fold
+predictions as they are (:mod:`glioseg.experiment.real`), and scores them with the
+brats2024-ssa lesion-wise metrics.
 """
 
 from __future__ import annotations
@@ -20,13 +22,21 @@ DEFINITION = "brats2024-ssa"
 
 @dataclass
 class Arm:
-    """One row of the results table: a way of producing test predictions."""
+    """One row of the results table: a way of producing predictions.
+
+    ``predictions``: a folder of predictions made already (out of fold) that is scored as it is;
+    otherwise :func:`score_arms` predicts with ``models`` and sets it to where they went.
+    ``evaluation``: where their scores are (or go; default ``<stage>/<key>/evaluation``), e.g. the
+    lesion-wise evaluation that cross-validation already wrote of its out-of-fold labels.
+    """
 
     key: str
     title: str
     models: list[Path]
     weights: Path | None = None
     postprocess: Path | None = None
+    predictions: Path | None = None
+    evaluation: Path | None = None
 
 
 def define_arms(
@@ -59,71 +69,78 @@ def define_arms(
     return arms
 
 
-def score_arms(exp, arms: list[Arm], test: Path) -> dict[str, dict]:
-    """Predict the test cohort with every arm and score it (arms already scored in ``exp.out`` are read back).
+def score_arms(exp, arms: list[Arm], test: Path, stage: str = "test") -> dict[str, dict]:
+    """Predict the cohort ``test`` with every arm and score it (arms already scored in ``exp.out`` are read back).
 
     ``exp`` is the :class:`glioseg.experiment.transfer.Experiment` (its folder, scale, log, timings and
-    command record are used).  Returns the per-case scores of each arm by key.
+    command record are used); predictions and evaluations go to ``exp.out/<stage>/<arm>/``.  An arm
+    with ``predictions`` is only evaluated.  Returns the per-case scores of each arm by key.
     """
     from glioseg.data.cases import discover_cases
-    from glioseg.evaluate import evaluate, write_outputs
-    from glioseg.infer.batch import PredictOptions, load_weights_file, predict_cases
-    from glioseg.infer.models import find_members
-    from glioseg.infer.settings import InferenceSettings
 
     cases = discover_cases(test).cases
     scores = {}
     for arm in arms:
-        pred = exp.path("test", arm.key, "predictions")
-        evaluation = exp.path("test", arm.key, "evaluation")
+        given = arm.predictions is not None
+        pred = arm.predictions if given else exp.path(stage, arm.key, "predictions")
+        arm.predictions = pred
+        evaluation = arm.evaluation or exp.path(stage, arm.key, "evaluation")
         if not (evaluation / "per_case.csv").exists():
-            exp.log(f"[test] {arm.title}")
-            groups = [find_members(m) for m in arm.models]
-            weights = load_weights_file(arm.weights, groups) if arm.weights else None
-            postprocess = None
-            if arm.postprocess is not None:
-                from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
-
-                postprocess = make_postprocessor(PostprocessConfig.load(arm.postprocess))
-            options = PredictOptions(
-                InferenceSettings(tta=exp.scale.tta, device="auto"),
-                weights=weights,
-                postprocess=postprocess,
-                postprocess_source=str(arm.postprocess) if arm.postprocess else None,
-                save_probabilities=arm.key == "ensemble",
-                track_variance=False,
-            )
-            todo = [c for c in cases if not (pred / f"{c.case_id}.nii.gz").exists()]
-            report = exp.timed(
-                f"test-{arm.key}",
-                lambda t=todo, g=groups, o=options, p=pred: predict_cases(
-                    t, g, p, o, printer=lambda line: None
-                ),
-            )
-            if report.failed:
-                raise ConfigError(f"test prediction failed for {report.failed[0][0]}: {report.failed[0][1]}")
-            run = evaluate(pred, test, definition=DEFINITION)
-            write_outputs(run, evaluation)
-            args = [
-                "predict",
-                test,
-                *[x for m in arm.models for x in ("--model", m)],
-                "--tta",
-                exp.scale.tta,
-            ]
-            if arm.weights:
-                args += ["--weights", arm.weights]
-            if arm.postprocess:
-                args += ["--postprocess", arm.postprocess]
-            exp.command(*args, "--out", pred)
-            exp.command(
-                "evaluate", "--pred", pred, "--gt", test, "--out", evaluation, "--definition", DEFINITION
-            )
-        scores[arm.key] = _read_scores(evaluation / "per_case.csv")
+            exp.log(f"[{stage}] {arm.title}")
+            if not given:
+                _predict(exp, arm, cases, test, stage)
+            _evaluate(exp, pred, test, evaluation)
+        scores[arm.key] = read_scores(evaluation / "per_case.csv")
     return scores
 
 
-def _read_scores(per_case_csv: Path) -> dict:
+def _predict(exp, arm: Arm, cases: list, test: Path, stage: str) -> None:
+    """Predict the cases that ``arm.predictions`` lacks with the arm's models (and weights, post-processing)."""
+    from glioseg.infer.batch import PredictOptions, load_weights_file, predict_cases
+    from glioseg.infer.models import find_members
+    from glioseg.infer.settings import InferenceSettings
+
+    pred = arm.predictions
+    groups = [find_members(m) for m in arm.models]
+    weights = load_weights_file(arm.weights, groups) if arm.weights else None
+    postprocess = None
+    if arm.postprocess is not None:
+        from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
+
+        postprocess = make_postprocessor(PostprocessConfig.load(arm.postprocess))
+    options = PredictOptions(
+        InferenceSettings(tta=exp.scale.tta, device="auto"),
+        weights=weights,
+        postprocess=postprocess,
+        postprocess_source=str(arm.postprocess) if arm.postprocess else None,
+        save_probabilities=arm.key == "ensemble",
+        track_variance=False,
+    )
+    todo = [c for c in cases if not (pred / f"{c.case_id}.nii.gz").exists()]
+    report = exp.timed(
+        f"{stage}-{arm.key}", lambda: predict_cases(todo, groups, pred, options, printer=lambda line: None)
+    )
+    if report.failed:
+        raise ConfigError(f"prediction failed for {report.failed[0][0]}: {report.failed[0][1]}")
+    args = ["predict", test, *[x for m in arm.models for x in ("--model", m)], "--tta", exp.scale.tta]
+    if arm.weights:
+        args += ["--weights", arm.weights]
+    if arm.postprocess:
+        args += ["--postprocess", arm.postprocess]
+    exp.command(*args, "--out", pred)
+
+
+def _evaluate(exp, pred: Path, truth: Path, evaluation: Path) -> None:
+    from glioseg.evaluate import evaluate, write_outputs
+
+    run = evaluate(pred, truth, definition=DEFINITION)
+    if run.failures:
+        raise ConfigError(f"could not score {run.failures[0].case_id}: {run.failures[0].message}")
+    write_outputs(run, evaluation)
+    exp.command("evaluate", "--pred", pred, "--gt", truth, "--out", evaluation, "--definition", DEFINITION)
+
+
+def read_scores(per_case_csv: Path) -> dict:
     import pandas as pd
 
     frame = pd.read_csv(per_case_csv).sort_values("case_id")

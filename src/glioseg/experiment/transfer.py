@@ -43,6 +43,8 @@ class Experiment:
     printer: Callable[[str], None] = print
     commands: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    given: dict[str, str | None] = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
 
     # ---------------------------------------------------------------- helpers
     def path(self, *parts: str) -> Path:
@@ -53,6 +55,20 @@ class Experiment:
 
     def command(self, *args: object) -> None:
         self.commands.append("glioseg " + " ".join(shlex.quote(str(a)) for a in args))
+
+    def save_state(self) -> None:
+        """Write ``experiment.json``: scale, seed, settings, the commands and step times so far, the
+        user's folders and ``record`` (what a scale adds, e.g. the real cases' split)."""
+        state = {
+            "scale": self.scale.name,
+            "seed": self.seed,
+            "settings": self.scale.to_dict(),
+            "commands": self.commands,
+            "timings": self.timings,
+            **self.given,
+            **self.record,
+        }
+        write_text_atomic(self.path("experiment.json"), json.dumps(state, indent=2) + "\n")
 
     def timed(self, name: str, func: Callable[[], object]) -> object:
         began = time.perf_counter()
@@ -66,44 +82,43 @@ class Experiment:
 
     # ---------------------------------------------------------------- steps
     def cohorts(self) -> dict[str, Path]:
-        from glioseg.data.synthetic import generate_cohort
-
         s = self.scale
         plan = {
             "source": (self.source, "adult", s.n_source, self.seed * 10 + 1),
             "target": (self.target, "ssa", s.n_target, self.seed * 10 + 2),
             "test": (self.test, "ssa", s.n_test, self.seed * 10 + 3),
         }
-        folders = {}
-        for name, (given, domain, n, seed) in plan.items():
-            if given is not None:
-                folders[name] = Path(given)
-                continue
-            folder = self.path("data", name)
-            done = folder.exists() and len([p for p in folder.iterdir() if p.is_dir()]) >= n
-            if not done:
-                self.log(f"[data] generating {n} synthetic {domain} cases -> {folder}")
-                shape = ",".join(map(str, s.shape))
-                self.command(
-                    "synth",
-                    folder,
-                    "--cases",
-                    n,
-                    "--domain",
-                    domain,
-                    "--seed",
-                    seed,
-                    "--shape",
-                    shape,
-                    "--spacing",
-                    s.spacing,
-                )
-                self.timed(
-                    "data",
-                    lambda f=folder, n=n, d=domain, sd=seed: generate_cohort(f, n, d, sd, s.shape, s.spacing),
-                )
-            folders[name] = folder
-        return folders
+        return {
+            name: Path(given) if given is not None else self.synthetic(name, domain, n, seed)
+            for name, (given, domain, n, seed) in plan.items()
+        }
+
+    def synthetic(self, name: str, domain: str, n: int, seed: int) -> Path:
+        """``data/<name>``: ``n`` synthetic ``domain`` cases of the scale's grid (generated unless there)."""
+        from glioseg.data.synthetic import generate_cohort
+
+        s = self.scale
+        folder = self.path("data", name)
+        if folder.exists() and len([p for p in folder.iterdir() if p.is_dir()]) >= n:
+            return folder
+        self.log(f"[data] generating {n} synthetic {domain} cases -> {folder}")
+        shape = ",".join(map(str, s.shape))
+        self.command(
+            "synth",
+            folder,
+            "--cases",
+            n,
+            "--domain",
+            domain,
+            "--seed",
+            seed,
+            "--shape",
+            shape,
+            "--spacing",
+            s.spacing,
+        )
+        self.timed("data", lambda: generate_cohort(folder, n, domain, seed, s.shape, s.spacing))
+        return folder
 
     def splits(self, target: Path) -> dict[str, Path]:
         from glioseg.data.radiomics.extract import cohort_features
@@ -171,29 +186,35 @@ class Experiment:
         common.update(kwargs)
         return TrainOptions(**common)
 
-    def pretrain(self, source: Path) -> dict[str, Path]:
+    def pretrain(
+        self, source: Path, architectures: dict[str, str] | None = None, tag: str = ""
+    ) -> dict[str, Path]:
+        """Pre-train each of ``architectures`` (default both) on ``source`` into ``pretrained/<arch>[-<tag>]``.
+
+        Every source shares one preprocessing cache (cases are keyed by ID and spacing)."""
         from glioseg.train.run import resume, train
 
         runs = {}
-        for arch, model in self.architectures.items():
-            run = self.path("pretrained", arch)
+        for arch, model in (architectures or self.architectures).items():
+            run = self.path("pretrained", f"{arch}-{tag}" if tag else arch)
             runs[arch] = run
             if (run / "model.json").exists():
                 continue
-            self.log(f"[pretrain] {model} on the source cohort -> {run}")
+            self.log(f"[pretrain] {model} on the {tag or 'source'} cohort -> {run}")
             if (run / "run.json").exists():
-                self.timed(f"pretrain-{arch}", lambda r=run: resume(r, printer=self._quiet))
+                self.timed(f"pretrain-{run.name}", lambda r=run: resume(r, printer=self._quiet))
             else:
                 options = self._train_options(
                     data=str(source),
                     model=model,
                     out=str(run),
-                    epochs=self.scale.pretrain_epochs,
+                    epochs=self.scale.epochs("pretrain", arch),
                     iters_per_epoch=self.scale.pretrain_iters,
                     cache=str(self.path("cache", "source")),
+                    val_fraction=self.scale.pretrain_val_fraction,
                 )
                 self._record_train("train", options)
-                self.timed(f"pretrain-{arch}", lambda o=options: train(o, printer=self._quiet))
+                self.timed(f"pretrain-{run.name}", lambda o=options: train(o, printer=self._quiet))
         return runs
 
     def _quiet(self, line: str) -> None:
@@ -225,63 +246,54 @@ class Experiment:
             args += ["--base-features", options.base_features]
         if not options.augment:
             args += ["--no-augment"]
+        if not options.splits and options.val_fraction != 0.2:
+            args += ["--val-fraction", options.val_fraction]
         self.command(*args)
 
     def cross_validation(
         self, target: Path, splits: dict[str, Path], pretrained: dict[str, Path]
     ) -> dict[str, Path]:
-        from glioseg.train.crossval import cross_validate
-
         runs = {}
-        s = self.scale
         for arch, model in self.architectures.items():
-            arms = {
-                "scratch": dict(
-                    model=model,
-                    splits=splits["stratified"],
-                    epochs=s.scratch_epochs,
-                    iters=s.scratch_iters,
-                    pre=None,
-                ),
-                "ft-random": dict(
-                    model="",
-                    splits=splits["random"],
-                    epochs=s.finetune_epochs,
-                    iters=s.finetune_iters,
-                    pre=pretrained[arch],
-                ),
-                "ft-stratified": dict(
-                    model="",
-                    splits=splits["stratified"],
-                    epochs=s.finetune_epochs,
-                    iters=s.finetune_iters,
-                    pre=pretrained[arch],
-                ),
-            }
-            for arm, cfg in arms.items():
-                cv = self.path("cv", f"{arch}-{arm}")
-                runs[f"{arch}-{arm}"] = cv
-                if (cv / "cv_summary.json").exists():
-                    continue
-                self.log(f"[cv] {arch} {arm}: {s.folds}-fold cross-validation -> {cv}")
-                options = self._train_options(
-                    data=str(target),
-                    model=cfg["model"],
-                    out=str(cv),
-                    splits=str(cfg["splits"]),
-                    fold="all",
-                    epochs=cfg["epochs"],
-                    iters_per_epoch=cfg["iters"],
-                    pretrained=str(cfg["pre"]) if cfg["pre"] else None,
-                    cache=str(self.path("cache", "target")),
-                )
-                if cfg["pre"]:
-                    options.spacing, options.patch = None, None
-                self._record_train("finetune" if cfg["pre"] else "train", options)
-                self.timed(
-                    f"cv-{arch}-{arm}", lambda o=options: cross_validate(o, tta=s.tta, printer=self._quiet)
+            runs[f"{arch}-scratch"] = self.cv_arm(
+                f"{arch}-scratch", target, splits["stratified"], model=model
+            )
+            for folds in ("random", "stratified"):
+                runs[f"{arch}-ft-{folds}"] = self.cv_arm(
+                    f"{arch}-ft-{folds}", target, splits[folds], pretrained=pretrained[arch]
                 )
         return runs
+
+    def cv_arm(
+        self, key: str, target: Path, splits: Path, model: str = "", pretrained: Path | None = None
+    ) -> Path:
+        """Cross-validate one arm on the target into ``cv/<key>`` (skipped when finished; folds resume):
+        from scratch with ``model``, or fine-tuned from ``pretrained``."""
+        from glioseg.train.crossval import cross_validate
+
+        s = self.scale
+        cv = self.path("cv", key)
+        if (cv / "cv_summary.json").exists():
+            return cv
+        arch = "mednext" if key.startswith("mednext") else "nnunet"
+        stage = "finetune" if pretrained else "scratch"
+        self.log(f"[cv] {key}: {s.folds}-fold cross-validation -> {cv}")
+        options = self._train_options(
+            data=str(target),
+            model=model,
+            out=str(cv),
+            splits=str(splits),
+            fold="all",
+            epochs=s.epochs(stage, arch),
+            iters_per_epoch=getattr(s, f"{stage}_iters"),
+            pretrained=str(pretrained) if pretrained else None,
+            cache=str(self.path("cache", "target")),
+        )
+        if pretrained:
+            options.spacing, options.patch = None, None
+        self._record_train("finetune" if pretrained else "train", options)
+        self.timed(f"cv-{key}", lambda: cross_validate(options, tta=s.tta, printer=self._quiet))
+        return cv
 
     def ensemble(self, cv_runs: dict[str, Path], target: Path) -> Path:
         from glioseg.infer.weights import combine_out_of_fold, ensemble_weights, write_weights
@@ -338,6 +350,33 @@ class Experiment:
         return path
 
 
+def open_experiment(
+    out: str | Path,
+    scale: str,
+    seed: int = 0,
+    printer: Callable[[str], None] = print,
+    **given: str | Path | None,
+) -> Experiment:
+    """The experiment in ``out`` at ``scale``, with the commands and timings of earlier runs read back
+    from ``experiment.json`` (an interrupted run resumes); ``given`` are the user's cohort folders."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    folders = {k: Path(v) if v else None for k, v in given.items()}
+    cohorts = {k: folders.pop(k, None) for k in ("source", "target", "test")}
+    exp = Experiment(Path(out), SCALES[scale], seed, **cohorts, printer=printer)
+    exp.given = {k: str(v) if v else None for k, v in given.items()}
+    exp.out.mkdir(parents=True, exist_ok=True)
+    state_file = exp.path("experiment.json")
+    previous = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if previous and previous.get("scale") != scale:
+        raise ConfigError(
+            f"{out} holds a {previous.get('scale')!r} experiment; use another --out for {scale!r}"
+        )
+    exp.commands = previous.get("commands", [])
+    exp.timings = previous.get("timings", {})
+    return exp
+
+
 def run_transfer_experiment(
     out: str | Path,
     scale: str = "tiny",
@@ -350,62 +389,25 @@ def run_transfer_experiment(
     """Run (or resume) the experiment in ``out``; returns the path of ``report.md``."""
     from glioseg.report.experiment import write_report
 
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
-    exp = Experiment(
-        Path(out),
-        SCALES[scale],
-        seed,
-        source and Path(source),
-        target and Path(target),
-        test and Path(test),
-        printer,
-    )
-    exp.out.mkdir(parents=True, exist_ok=True)
-    state_file = exp.path("experiment.json")
-    previous = json.loads(state_file.read_text()) if state_file.exists() else {}
-    if previous and previous.get("scale") != scale:
-        raise ConfigError(
-            f"{out} holds a {previous.get('scale')!r} experiment; use another --out for {scale!r}"
-        )
-    exp.commands = previous.get("commands", [])
-    exp.timings = previous.get("timings", {})
+    if scale in SCALES and SCALES[scale].is_real:
+        raise ConfigError(f"scale {scale!r} builds its cohorts from real cases: give them with --real")
+    exp = open_experiment(out, scale, seed, printer, source=source, target=target, test=test)
     began = time.perf_counter()
-
-    def save_state() -> None:
-        write_text_atomic(
-            state_file,
-            json.dumps(
-                {
-                    "scale": scale,
-                    "seed": seed,
-                    "settings": exp.scale.to_dict(),
-                    "commands": exp.commands,
-                    "timings": exp.timings,
-                    "source": str(source) if source else None,
-                    "target": str(target) if target else None,
-                    "test": str(test) if test else None,
-                },
-                indent=2,
-            )
-            + "\n",
-        )
-
     folders = exp.cohorts()
-    save_state()
+    exp.save_state()
     splits = exp.splits(folders["target"])
-    save_state()
+    exp.save_state()
     pretrained = exp.pretrain(folders["source"])
-    save_state()
+    exp.save_state()
     cv_runs = exp.cross_validation(folders["target"], splits, pretrained)
-    save_state()
+    exp.save_state()
     weights = exp.ensemble(cv_runs, folders["target"])
     pp = exp.tune_postprocessing(folders["target"])
-    save_state()
+    exp.save_state()
     arms = define_arms(exp.architectures, pretrained, cv_runs, weights, pp)
     scores = score_arms(exp, arms, folders["test"])
     exp.timings["total_this_run"] = time.perf_counter() - began
-    save_state()
+    exp.save_state()
     report = write_report(exp, arms, scores, folders, pretrained, cv_runs)
     exp.log(f"report -> {report} (and report.html)")
     return report

@@ -21,13 +21,34 @@ def _fmt(values: list[float], digits: int = 3) -> str:
 
 
 def _claims(arms_by_key: dict, cv_runs: dict) -> list[tuple[str, str, str]]:
-    """(claim, baseline arm, compared arm) pairs, as the seed paper argues them."""
-    claims = []
+    """(claim, baseline arm, compared arm) pairs, as the seed paper argues them, for the arms present
+    (the real-anatomy run adds the phantom and combined sources)."""
+    candidates = []
     for arch, name in (("nnunet", "nnU-Net"), ("mednext", "MedNeXt")):
-        claims.append(
-            (f"transfer beats training from scratch ({name})", f"{arch}-scratch", f"{arch}-ft-stratified")
-        )
-        claims.append((f"stratified folds help ({name})", f"{arch}-ft-random", f"{arch}-ft-stratified"))
+        candidates += [
+            (f"transfer beats training from scratch ({name})", f"{arch}-scratch", f"{arch}-ft-stratified"),
+            (f"stratified folds help ({name})", f"{arch}-ft-random", f"{arch}-ft-stratified"),
+        ]
+    real = [  # the real-anatomy run's own questions (only its arms have the phantom and combined sources)
+        (
+            "fine-tuning on the target helps (nnU-Net, real source)",
+            "nnunet-pretrained",
+            "nnunet-ft-stratified",
+        ),
+        (
+            "phantom pre-training beats training from scratch (nnU-Net)",
+            "nnunet-scratch",
+            "nnunet-ft-stratified-synthetic",
+        ),
+        (
+            "adding phantoms to the real source helps (nnU-Net)",
+            "nnunet-ft-stratified",
+            "nnunet-ft-stratified-both",
+        ),
+    ]
+    if "nnunet-ft-stratified-both" in arms_by_key:
+        candidates += real
+    claims = [c for c in candidates if c[1] in arms_by_key and c[2] in arms_by_key]
     best = max(
         ("nnunet", "mednext"),
         key=lambda a: np.mean(
@@ -81,18 +102,9 @@ def portable_paths(text: str, exp, folders: dict) -> str:
     return text
 
 
-def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_runs: dict) -> Path:
-    from glioseg.data.cases import discover_cases, load_case
-    from glioseg.data.io import load_label
-    from glioseg.evaluate.stats import paired_difference
-    from glioseg.models.checkpoint import package_versions
-    from glioseg.report.preview import render_preview
+def _cohorts(doc: Document, exp, folders: dict, synthetic: dict) -> None:
+    from glioseg.data.cases import discover_cases
 
-    out = exp.out
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    synthetic = {k: exp_folder_is_synthetic(exp, k) for k in ("source", "target", "test")}
-    doc = Document("glioseg transfer experiment")
     kind = "synthetic" if all(synthetic.values()) else "mixed" if any(synthetic.values()) else "real"
     doc.paragraph(
         f"Scale **{exp.scale.name}**, seed {exp.seed}. Cohorts: "
@@ -111,9 +123,59 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
             else "All cohorts are user-provided data."
         )
     )
+
+
+def _real_cohorts(doc: Document, exp, folders: dict) -> None:
+    """The real-anatomy run's cohorts and its recorded source/target split, case by case."""
+    split = exp.record["split"]
+    s = exp.scale
     doc.paragraph(
-        f"Metric: BraTS lesion-wise Dice and HD95 (mm), definition `brats2024-ssa`, on the {len(scores[arms[0].key]['case_id'])} "
-        "held-out test cases; mean ± standard deviation over cases."
+        f"Scale **{s.name}**, seed {exp.seed}. Real anatomy: the {len(split['source']) + len(split['target'])} "
+        f"labelled real cases of `REAL` are split without patient overlap (one case ID is one patient) into "
+        f"{len(split['source'])} clean **source** cases for pre-training and {len(split['target'])} **target** "
+        f"cases made BraTS-Africa-like with `glioseg degrade --severity {s.severity}` (labels untouched). "
+        f"Pre-training sources: the real source cases; {s.n_source} synthetic `adult` phantoms "
+        "(`glioseg synth`); both together. There is no separate test cohort: every arm is scored out of "
+        "fold on the target. Split rule: " + split["rule"] + f" (seed {split['seed']}), so that each "
+        "contributing collection is on both sides in proportion."
+    )
+    doc.table(
+        ["collection", "source cases", "target cases"],
+        [[g, str(n["source"]), str(n["target"])] for g, n in split["origins"].items()],
+    )
+    parts = [("source", split["source"]), ("target", split["target"]), ("not used", split["unused"])]
+    doc.bullets([f"{name}: " + (", ".join(ids) if ids else "none") for name, ids in parts])
+
+
+def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_runs: dict) -> Path:
+    from glioseg.data.cases import discover_cases, load_case
+    from glioseg.data.io import load_label
+    from glioseg.evaluate.stats import paired_difference
+    from glioseg.models.checkpoint import package_versions
+    from glioseg.report.preview import render_preview
+
+    out = exp.out
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    real = exp.scale.is_real
+    scored = "target" if real else "test"
+    doc = Document("glioseg transfer experiment" + (" on real anatomy" if real else ""))
+    if real:
+        synthetic = {"source": False, "phantoms": True, "source-both": True, "target": False}
+        _real_cohorts(doc, exp, folders)
+    else:
+        synthetic = {k: exp_folder_is_synthetic(exp, k) for k in ("source", "target", "test")}
+        _cohorts(doc, exp, folders, synthetic)
+    n_scored = len(scores[arms[0].key]["case_id"])
+    doc.paragraph(
+        f"Metric: BraTS lesion-wise Dice and HD95 (mm), definition `brats2024-ssa`, on the {n_scored} "
+        + (
+            "target cases, out of fold: each case is predicted by the fold that did not train on it (the "
+            "pre-trained-only arms never saw the target); "
+            if real
+            else "held-out test cases; "
+        )
+        + "mean ± standard deviation over cases."
     )
     doc.heading("Results")
     header = ["arm"] + [f"Dice {r}" for r in ORDER] + [f"HD95 {r}" for r in ORDER]
@@ -127,7 +189,7 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
         )
     doc.table(header, rows)
 
-    doc.heading("Paired differences on the test cases")
+    doc.heading(f"Paired differences on the {scored} cases")
     doc.paragraph(
         "Mean per-case difference of lesion-wise Dice (compared arm minus baseline), 95 % percentile bootstrap interval "
         "(10,000 resamples, seed 0) and two-sided Wilcoxon signed-rank p. A difference is called significant when the "
@@ -178,13 +240,16 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
             f"{stats.get('random_cluster_chi2_median', float('nan')):.2f}."
         )
     weights = json.loads((out / "ensemble" / "weights.json").read_text())
-    doc.paragraph(
-        "Ensemble weights (proportional to CV lesion-wise Dice): "
-        + "; ".join(
-            f"{m['name']}: " + ", ".join(f"{r} {m['weights'][r]:.2f}" for r in ORDER)
-            for m in weights["models"]
+    for entry in weights.get("folds", [weights]):
+        doc.paragraph(
+            "Ensemble weights"
+            + (f" of fold {entry['fold']} (chosen on the other folds)" if "fold" in entry else "")
+            + " (proportional to CV lesion-wise Dice): "
+            + "; ".join(
+                f"{m['name']}: " + ", ".join(f"{r} {m['weights'][r]:.2f}" for r in ORDER)
+                for m in entry["models"]
+            )
         )
-    )
 
     doc.heading("Training curves")
     curves = [(f"pretrained-{a}", pretrained[a] / "training_curve.png") for a in pretrained]
@@ -194,16 +259,16 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
             shutil.copy(src, figures / f"curve-{name}.png")
             doc.image(f"figures/curve-{name}.png", f"training curve: {name}")
 
-    doc.heading("Test cases: best, median and worst of the final arm")
+    doc.heading(f"{scored.capitalize()} cases: best, median and worst of the final arm")
     final = scores[arms[-1].key]
     per_case = np.mean([final[f"{r}_dice"] for r in ORDER], axis=0)
     order = np.argsort(per_case)
     picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
-    cases = discover_cases(folders["test"]).by_id()
+    cases = discover_cases(folders[scored]).by_id()
     for name, index in picks.items():
         case_id = final["case_id"][index]
         data = load_case(cases[case_id])
-        pred, _ = load_label(out / "test" / arms[-1].key / "predictions" / f"{case_id}.nii.gz")
+        pred, _ = load_label(arms[-1].predictions / f"{case_id}.nii.gz")
         png = figures / f"case-{name}.png"
         render_preview(
             data.image,
@@ -215,7 +280,8 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
             compare_title="prediction",
         )
         doc.image(
-            f"figures/{png.name}", f"{name} test case {case_id}: mean lesion-wise Dice {per_case[index]:.3f}"
+            f"figures/{png.name}",
+            f"{name} {scored} case {case_id}: mean lesion-wise Dice {per_case[index]:.3f}",
         )
 
     doc.heading("Provenance")
@@ -240,9 +306,17 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
         + ", ".join(f"{k} {v:.0f}" for k, v in exp.timings.items() if k != "total_this_run")
         + f"; sum {total:.0f} s."
     )
+    if "cpu_estimate_seconds" in exp.record:
+        estimate = exp.record["cpu_estimate_seconds"]
+        doc.paragraph(
+            f"Planned CPU time (2-core CPU, `glioseg.experiment.scales.estimate_cpu_seconds`): "
+            f"{sum(estimate.values()) / 3600:.1f} h: "
+            + "; ".join(f"{k} {v / 60:.0f} min" for k, v in estimate.items())
+            + "."
+        )
     doc.paragraph(
         "Equivalent commands, in order (the experiment ran them through the Python API); EXP is the "
-        "experiment folder (`--out`), SOURCE, TARGET and TEST the cohort folders given to it:"
+        "experiment folder (`--out`), SOURCE, TARGET and TEST (REAL) the cohort folders given to it:"
     )
     doc.code(portable_paths("\n".join(exp.commands), exp, folders) + "\n")
     doc.write(out / "report.md", out / "report.html")
@@ -255,6 +329,8 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
                 "scale": exp.scale.name,
                 "seed": exp.seed,
                 "synthetic": synthetic,
+                "scored_on": scored,
+                **exp.record,
                 "arms": [{"key": a.key, "title": a.title, "scores": scores[a.key]} for a in arms],
                 "comparisons": comparisons,
                 "timings": exp.timings,

@@ -1,0 +1,144 @@
+"""glioseg experiment transfer --scale real-tiny --real: the real-anatomy code path on six real cases.
+
+Checks what the long ``--scale real`` run relies on: a source/target split without overlap, target
+cases that are degraded copies with identical labels, out-of-fold predictions of every arm for
+every target case (each by the fold that did not train on it), and a rerun that retrains nothing
+(and, after losing one fold, retrains only that fold).
+"""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from glioseg.cli import app
+from glioseg.experiment.real import split_real_cases
+from glioseg.experiment.scales import SCALES, estimate_cpu_seconds
+from glioseg.postprocess.selection import leave_one_out
+
+ARMS = [
+    "nnunet-scratch",
+    "nnunet-pretrained",
+    "nnunet-pretrained-synthetic",
+    "nnunet-pretrained-both",
+    "nnunet-ft-random",
+    "nnunet-ft-stratified",
+    "nnunet-ft-stratified-synthetic",
+    "nnunet-ft-stratified-both",
+    "mednext-ft-stratified",
+    "ensemble",
+    "ensemble-pp",
+]
+
+
+def test_the_real_scale_is_planned_within_six_cpu_hours():
+    estimate = estimate_cpu_seconds(SCALES["real"])
+    assert 3 * 3600 < sum(estimate.values()) <= 6 * 3600
+    assert SCALES["real"].real_source + SCALES["real"].n_target == 21
+
+
+def test_split_of_the_21_cases_is_deterministic_disjoint_and_spread_over_collections():
+    ids = [f"Brats18_2013_{i}_1" for i in (2, 3, 11, 20, 23)]
+    ids += [f"Brats18_CBICA_{i}_1" for i in ("ABM", "ALU", "AME", "AQN")]
+    ids += [f"Brats18_TCIA01_{i}_1" for i in (201, 378, 425, 499)]
+    ids += [f"Brats18_TCIA02_{i}_1" for i in (135, 370, 606)] + ["Brats18_TCIA03_265_1"]
+    ids += [f"Brats18_TCIA10_{i}_1" for i in (628, 637, 639)] + ["Brats18_TCIA13_623_1"]
+    split = split_real_cases(ids, 9, 12, seed=0)
+    assert split == split_real_cases(list(reversed(ids)), 9, 12, seed=0)
+    assert len(split["source"]) == 9 and len(split["target"]) == 12 and not split["unused"]
+    assert not set(split["source"]) & set(split["target"])
+    for collection in ("2013", "CBICA", "TCIA01"):  # every collection of 4+ cases is on both sides
+        assert min(split["origins"][collection].values()) >= 1
+    assert split_real_cases(ids, 9, 12, seed=1) != split
+
+
+def test_leave_one_out_never_uses_the_case_and_follows_its_cluster():
+    dice = np.zeros((6, 3, 3))
+    dice[:3, 1] = 0.6  # cluster 0 gains from setting 1
+    dice[3:, 2] = 0.6  # cluster 1 from setting 2
+    chosen = leave_one_out(dice, np.zeros_like(dice), np.array([0, 0, 0, 1, 1, 1]), min_cluster_cases=2)
+    assert chosen.tolist() == [1, 1, 1, 2, 2, 2]
+    # too few other cases in the cluster: the global choice (all other cases)
+    assert set(leave_one_out(dice, np.zeros_like(dice), np.array([0, 0, 0, 1, 1, 1]), 3)) <= {1, 2}
+
+
+def _stamps(out):
+    return {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_real_tiny_experiment_scores_every_arm_out_of_fold_and_resumes(real_data, tmp_path):
+    real = real_data / "brats2018"
+    out = tmp_path / "exp"
+    args = ["experiment", "transfer", "--out", str(out), "--scale", "real-tiny", "--real", str(real)]
+    runner = CliRunner()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    state = json.loads((out / "experiment.json").read_text())
+    split = state["split"]
+    assert len(split["source"]) == 2 and len(split["target"]) == 4
+    assert not set(split["source"]) & set(split["target"])
+    assert sum(state["cpu_estimate_seconds"].values()) > 0
+
+    # the clean source links to the real cases; the target holds degraded copies with the same labels
+    for case_id in split["source"]:
+        assert (out / "data" / "source-real" / case_id).resolve() == (real / case_id).resolve()
+        assert (out / "data" / "source-both" / case_id).resolve() == (real / case_id).resolve()
+    assert len([p for p in (out / "data" / "source-both").iterdir()]) == 2 + SCALES["real-tiny"].n_source
+    target = out / "data" / "target"
+    assert sorted(p.name for p in target.iterdir()) == split["target"]
+    for case_id in split["target"]:
+        original, copy = real / case_id, target / case_id
+        assert (copy / f"{case_id}_seg.nii.gz").read_bytes() == (
+            original / f"{case_id}_seg.nii.gz"
+        ).read_bytes()
+        before = np.asarray(nib.load(original / f"{case_id}_flair.nii.gz").dataobj)
+        after = np.asarray(nib.load(copy / f"{case_id}_flair.nii.gz").dataobj)
+        assert before.shape == after.shape and not np.array_equal(before, after)
+        assert json.loads((copy / f"{case_id}-degrade.json").read_text())["severity"] == "moderate"
+
+    # every arm scores every target case, out of fold
+    results = json.loads((out / "results.json").read_text())
+    assert [a["key"] for a in results["arms"]] == ARMS
+    for arm in results["arms"]:
+        assert arm["scores"]["case_id"] == split["target"], arm["key"]
+        assert all(0 <= d <= 1 for d in arm["scores"]["WT_dice"])
+    for cv in (out / "cv").iterdir():
+        folds = json.loads(
+            (out / "splits" / ("random.json" if "random" in cv.name else "radiomics.json")).read_text()
+        )
+        for k, fold in enumerate(folds):
+            trained = json.loads((cv / f"fold_{k}" / "run.json").read_text())["split"]["train"]
+            assert not set(trained) & set(fold["val"]), (cv.name, k)
+        assert (
+            sorted(p.name.removesuffix(".nii.gz") for p in (cv / "oof").glob("*.nii.gz")) == split["target"]
+        )
+    weights = json.loads((out / "ensemble" / "weights.json").read_text())
+    assert sorted(c for f in weights["folds"] for c in f["cases"]) == split["target"]
+    loo = json.loads((out / "ensemble" / "postprocess-loo.json").read_text())
+    assert sorted(loo["cases"]) == split["target"]
+    report = (out / "report.md").read_text()
+    assert "out of fold" in report and "REAL" in report and str(real) not in report
+    assert "glioseg degrade" in report and "--val-fraction 0.0" in report
+    assert str(tmp_path) not in json.dumps(results)
+
+    # a rerun retrains nothing
+    stamps = _stamps(out)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert _stamps(out) == stamps
+    assert "[cv]" not in again.output and "[pretrain]" not in again.output and "degrading" not in again.output
+
+    # a run that lost one fold of one arm retrains only that fold
+    arm = out / "cv" / "nnunet-ft-stratified-both"
+    shutil.rmtree(arm / "fold_1")
+    for stale in (arm / "cv_summary.json", arm / "oof", arm / "cv"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    changed = {p for p, t in _stamps(out).items() if stamps.get(p) != t}
+    assert changed == {arm / "fold_1" / "model.safetensors"}
