@@ -35,6 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from glioseg.errors import InputError
+from glioseg.serve.folders import FOLDER_FIELD, stage_folder
 from glioseg.serve.jobs import DONE, QUEUED, RUNNING, SEGMENTING, Job, JobStore
 from glioseg.serve.runner import ServeModel, Worker
 from glioseg.serve.uploads import UploadedFile, UploadError, UploadLimits, stage_upload
@@ -140,8 +141,9 @@ def create_app(config: ServeConfig, model: ServeModel, start_worker: bool = True
     validating = threading.Semaphore(2)  # uploads checked at once (each reads four images)
 
     def _stage(uploads: list[UploadedFile], staging: Path):
+        folder = any(u.field == FOLDER_FIELD for u in uploads)
         with validating:  # in a worker thread of the pool, never on the event loop
-            return stage_upload(uploads, staging, config.limits)
+            return (stage_folder if folder else stage_upload)(uploads, staging, config.limits)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -221,10 +223,17 @@ def create_app(config: ServeConfig, model: ServeModel, start_worker: bool = True
 
     @app.post("/api/jobs", status_code=201)
     async def create_job(request: Request) -> Response:
-        try:
-            form = await request.form(max_files=64, max_fields=16)
-        except Exception as exc:  # a malformed multipart body
-            return _error(400, f"the upload could not be read ({exc})")
+        try:  # a folder (a DICOM study) sends one file per slice: up to limits.max_files
+            form = await request.form(max_files=config.limits.max_files, max_fields=16)
+        except Exception as exc:  # a malformed multipart body, or too many files
+            detail = str(getattr(exc, "detail", exc))
+            if detail.startswith("Too many files"):
+                return _error(
+                    413,
+                    f"the upload holds more than {config.limits.max_files:,} files, the limit; "
+                    "choose the study's folder only, or zip it",
+                )
+            return _error(400, f"the upload could not be read ({detail})")
         uploads = [
             UploadedFile(key, value.filename or "", value.file)
             for key, value in form.multi_items()
@@ -240,7 +249,7 @@ def create_app(config: ServeConfig, model: ServeModel, start_worker: bool = True
                 kind=staged.kind,
                 model=model.name,
                 voxels=staged.voxels,
-                upload_name=", ".join(u.name for u in uploads)[:200],
+                upload_name=_upload_name(uploads),
             )
             store.add(job, staging)
         except UploadError as exc:
@@ -292,6 +301,14 @@ def create_app(config: ServeConfig, model: ServeModel, start_worker: bool = True
         return FileResponse(path, filename=file_name)
 
     return app
+
+
+def _upload_name(uploads: list[UploadedFile]) -> str:
+    """What was uploaded, for the job's record: the file names, or a folder's name and size."""
+    if any(u.field == FOLDER_FIELD for u in uploads):
+        top = uploads[0].name.replace("\\", "/").split("/", 1)[0]
+        return f"folder {top[:80]} ({len(uploads)} files)"
+    return ", ".join(u.name for u in uploads)[:200]
 
 
 def _find(store: JobStore, job_id: str) -> Job | Response:

@@ -4,7 +4,9 @@ An upload is four NIfTI files (one per contrast, named so the contrast can be to
 ``<ID>-t1n.nii.gz`` or ``_t1``/``_t1ce``/``_t2``/``_flair``, or sent in form fields ``t1n``,
 ``t1c``, ``t2w``, ``t2f``), or one zip holding such files or a raw study (DICOM, or NIfTI files
 as a scanner's converter names them) that is prepared in the job by ``glioseg prepare``; the
-study's series are identified at upload, so one that lacks a contrast is refused at once.
+study's series are identified at upload, so one that lacks a contrast is refused at once. A
+folder sent from the page (a DICOM folder) is staged by :mod:`glioseg.serve.folders` and then
+treated here as an unpacked zip (:func:`stage_unpacked`).
 
 Everything is written into a staging folder inside the data folder; on any problem the staging
 folder is removed, so a refused upload leaves nothing behind. File names from the client are
@@ -52,13 +54,16 @@ class UploadLimits:
     """Size limits of one upload, in bytes (voxels for ``max_voxels``).
 
     The defaults fit a BraTS case (four 240x240x155 images, ~10 MiB each compressed) or a raw
-    DICOM study of a few thousand slices, with room to spare.
+    DICOM study of a few thousand slices, zipped or sent as a folder, with room to spare.
     """
 
     max_request_bytes: int = 2048 * MiB  # the whole HTTP body
     max_file_bytes: int = 1024 * MiB  # one uploaded file, or one zip entry once unpacked
     max_unpacked_bytes: int = 4096 * MiB  # all zip entries unpacked together
     max_zip_entries: int = 20_000
+    #: files of one multipart upload: a DICOM folder sends one per slice, and a whole MR exam
+    #: (diffusion and perfusion series of a thousand slices or more beside the four needed) fits
+    max_files: int = 10_000
     max_ratio: float = 500.0  # unpacked / packed size of one zip entry (zeros deflate ~1000:1)
     max_voxels: int = 512 * 512 * 512  # one image, from its NIfTI header
 
@@ -82,13 +87,13 @@ class StagedUpload:
     voxels: int  # voxels of one contrast (of the largest image of a study)
 
 
-def _display(name: str) -> str:
+def display_name(name: str) -> str:
     """The client's file name, cut and cleaned for a message (never used as a path)."""
     base = PurePosixPath(name.replace("\\", "/")).name or "(no name)"
     return "".join(c if c.isprintable() else "?" for c in base)[:80]
 
 
-def _safe_id(text: str) -> str:
+def safe_id(text: str) -> str:
     """A case ID made of letters, digits, ``.``, ``_`` and ``-`` (at most 64), never empty."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-_")[:64]
     return cleaned or "case"
@@ -106,7 +111,7 @@ def _split_modality(name: str) -> tuple[str | None, str]:
     return modality_from_name(key), match["id"] or stem
 
 
-def _copy_limited(source: BinaryIO, target: Path, limit: int, what: str) -> int:
+def copy_limited(source: BinaryIO, target: Path, limit: int, what: str) -> int:
     """Copy at most ``limit`` bytes; :class:`UploadError` (413) past it. Returns the bytes copied."""
     copied = 0
     with open(target, "wb") as out:
@@ -174,7 +179,7 @@ def safe_member_path(member: zipfile.ZipInfo) -> PurePosixPath | None:
     path = PurePosixPath(raw)
     mode = member.external_attr >> 16
     if stat.S_ISLNK(mode):
-        raise UploadError(f"the zip holds a link ({_display(raw)}); links are not accepted")
+        raise UploadError(f"the zip holds a link ({display_name(raw)}); links are not accepted")
     if path.is_absolute() or re.match(r"^[A-Za-z]:", raw) or ".." in path.parts:
         raise UploadError(f"the zip holds a path that leaves its folder ({raw[:80]!r}); nothing was unpacked")
     parts = [p for p in path.parts if p not in ("", ".")]
@@ -208,11 +213,11 @@ def unpack_zip(archive: Path, target: Path, name: str, limits: UploadLimits) -> 
                 continue
             if m.file_size > limits.max_file_bytes:
                 raise UploadError(
-                    f"{name}: entry {_display(m.filename)} unpacks to more than the file limit", 413
+                    f"{name}: entry {display_name(m.filename)} unpacks to more than the file limit", 413
                 )
             if m.file_size > MiB and m.file_size > limits.max_ratio * max(m.compress_size, 1):
                 raise UploadError(
-                    f"{name}: entry {_display(m.filename)} is compressed {m.file_size / max(m.compress_size, 1):.0f} "
+                    f"{name}: entry {display_name(m.filename)} is compressed {m.file_size / max(m.compress_size, 1):.0f} "
                     f"to 1, more than {limits.max_ratio:g} to 1 (a zip bomb?)",
                     413,
                 )
@@ -228,13 +233,13 @@ def unpack_zip(archive: Path, target: Path, name: str, limits: UploadLimits) -> 
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with zf.open(m) as source:
-                    size = _copy_limited(source, dest, min(m.file_size, limits.max_file_bytes), "an entry")
+                    size = copy_limited(source, dest, min(m.file_size, limits.max_file_bytes), "an entry")
             except UploadError:
                 raise UploadError(
-                    f"{name}: entry {_display(m.filename)} unpacks to more than it declares", 413
+                    f"{name}: entry {display_name(m.filename)} unpacks to more than it declares", 413
                 ) from None
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise UploadError(f"{name}: entry {_display(m.filename)} is damaged ({exc})") from None
+                raise UploadError(f"{name}: entry {display_name(m.filename)} is damaged ({exc})") from None
             unpacked += size
             if unpacked > limits.max_unpacked_bytes:
                 raise UploadError(f"{name}: unpacks to more than the limit (a zip bomb?)", 413)
@@ -267,7 +272,7 @@ def _assign(named: Sequence[tuple[str, Path, str | None]]) -> tuple[dict[str, tu
             + (f"; got {', '.join(d for d, _ in chosen.values())}" if chosen else "")
         )
     case_id = ids[0] if ids and all(i == ids[0] for i in ids) else (ids[0] if ids else "case")
-    return chosen, _safe_id(case_id)
+    return chosen, safe_id(case_id)
 
 
 def _make_case(chosen: dict[str, tuple[str, Path]], case_id: str, staging: Path, limits: UploadLimits):
@@ -328,12 +333,12 @@ def stage_upload(files: Sequence[UploadedFile], staging: Path, limits: UploadLim
 
 def _stage(files: Sequence[UploadedFile], staging: Path, limits: UploadLimits) -> StagedUpload:
     if not files:
-        raise UploadError("no file was uploaded: choose four NIfTI files or one zip")
+        raise UploadError("no file was uploaded: choose four NIfTI files, one zip or a folder")
     received = staging / "received"
     received.mkdir()
     saved: list[tuple[str, Path, str | None]] = []
     for index, item in enumerate(files):
-        display = _display(item.name)
+        display = display_name(item.name)
         lower = display.lower()
         if not (lower.endswith((".nii", ".nii.gz", ".zip"))):
             raise UploadError(
@@ -341,7 +346,7 @@ def _stage(files: Sequence[UploadedFile], staging: Path, limits: UploadLimits) -
             )
         suffix = next(s for s in (".zip", ".nii.gz", ".nii") if lower.endswith(s))
         target = received / f"{index:03d}{suffix}"  # a name made here, never the client's
-        _copy_limited(item.stream, target, limits.max_file_bytes, display)
+        copy_limited(item.stream, target, limits.max_file_bytes, display)
         if target.stat().st_size == 0:
             raise UploadError(f"{display}: the file is empty")
         saved.append((display, target, item.field))
@@ -356,22 +361,31 @@ def _stage(files: Sequence[UploadedFile], staging: Path, limits: UploadLimits) -
     upload.mkdir()
     written = unpack_zip(archive, upload, display, limits)
     archive.unlink()
+    zip_id = safe_id(strip_nifti_suffix(display) or display[: -len(".zip")])
+    return stage_unpacked(upload, written, display, zip_id, staging, limits)
+
+
+def stage_unpacked(
+    upload: Path, written: Sequence[Path], display: str, upload_id: str, staging: Path, limits: UploadLimits
+) -> StagedUpload:
+    """The files of an unpacked zip or of an uploaded folder (``written``, all in ``upload``) as
+    a case (four BraTS-ready NIfTI images) or a raw study identified for ``glioseg prepare``;
+    ``upload_id`` (the zip's or folder's name) is the case ID when the files do not give one."""
     nifti = [p for p in written if strip_nifti_suffix(p.name) is not None]
-    zip_id = _safe_id(strip_nifti_suffix(display) or display[: -len(".zip")])
     if nifti:
         try:
             chosen, case_id = _assign([(str(p.relative_to(upload)), p, None) for p in nifti])
-            staged = _make_case(chosen, case_id if case_id != "case" else zip_id, staging, limits)
+            staged = _make_case(chosen, case_id if case_id != "case" else upload_id, staging, limits)
         except UploadError as not_a_case:
             # not four BraTS-ready images: a raw NIfTI study (scanner names, own grids) to prepare?
             try:
                 identify_study(upload, display)
             except UploadError:
                 raise not_a_case from None
-            return StagedUpload("study", zip_id, upload, 0)
+            return StagedUpload("study", upload_id, upload, 0)
         shutil.rmtree(upload)
         return staged
     if not any(_is_dicom(p) for p in written):
         raise UploadError(f"{display}: holds neither NIfTI images (.nii, .nii.gz) nor DICOM files")
     identify_study(upload, display)
-    return StagedUpload("study", zip_id, upload, 0)
+    return StagedUpload("study", upload_id, upload, 0)

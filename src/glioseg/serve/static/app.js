@@ -33,19 +33,40 @@ async function loadInfo() {
   $("#notes").replaceChildren(...m.notes.map((n) => el("li", { text: "warning: " + n })));
 }
 
+function folderProblem(folder) {
+  // checked here too, so a folder over the limits is not sent only to be refused
+  const limits = state.info.limits;
+  let bytes = 0;
+  for (const f of folder) bytes += f.size;
+  if (folder.length > limits.max_files) {
+    return `The folder holds ${folder.length} files, more than the limit of ${limits.max_files}; choose the study's folder only, or zip it.`;
+  }
+  if (bytes > limits.max_request_bytes) {
+    return `The folder holds ${Math.round(bytes / 2 ** 20)} MiB, more than the limit of ${Math.round(limits.max_request_bytes / 2 ** 20)} MiB.`;
+  }
+  return "";
+}
+
 async function upload(event) {
   event.preventDefault();
-  const files = $("#files").files;
+  const files = $("#files").files, folder = $("#folder").files;
   $("#upload-error").textContent = "";
-  if (!files.length) { $("#upload-error").textContent = "Choose four NIfTI files or one zip first."; return; }
+  if (!files.length && !folder.length) { $("#upload-error").textContent = "Choose four NIfTI files, one zip or a folder first."; return; }
   const form = new FormData();
-  for (const f of files) form.append("files", f, f.name);
+  if (folder.length) {
+    const problem = folderProblem(folder);
+    if (problem) { $("#upload-error").textContent = problem; return; }
+    // each file under its path inside the folder (DICOM files often have no extension)
+    for (const f of folder) form.append("folder", f, f.webkitRelativePath || f.name);
+  } else {
+    for (const f of files) form.append("files", f, f.name);
+  }
   $("#submit").disabled = true;
   try {
     const response = await api("api/jobs", { method: "POST", body: form });
     const body = await response.json().catch(() => ({ detail: `the server answered ${response.status}` }));
     if (!response.ok) { $("#upload-error").textContent = body.detail; return; }
-    $("#files").value = "";
+    $("#files").value = ""; $("#folder").value = "";
     state.job = body.id;
     await refreshJobs();
   } catch (err) {
@@ -194,6 +215,9 @@ async function main() {
   await loadInfo();
   buildControls();
   $("#upload").addEventListener("submit", upload);
+  // files or a folder, not both: choosing one clears the other
+  $("#files").addEventListener("change", () => { if ($("#files").files.length) $("#folder").value = ""; });
+  $("#folder").addEventListener("change", () => { if ($("#folder").files.length) $("#files").value = ""; });
   await refreshJobs();
   state.polling = setInterval(refreshJobs, 1000);
 }
