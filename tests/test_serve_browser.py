@@ -3,7 +3,8 @@
 The test starts ``glioseg serve`` as a process, uploads a small case through the page, waits for
 the job, checks the viewer's canvas for the label colours (and that hiding a label removes its
 colour), checks the volumes shown against ``glioseg predict``'s label map, downloads the label
-map through the page and compares it bit for bit.
+map through the page and compares it bit for bit. It then picks two DICOM folders with the
+page's folder picker: one without a FLAIR is refused in words, a whole study is queued.
 
 Set ``GLIOSEG_DOCS_SCREENSHOTS=1`` to also write the screenshots of docs/serve.md into
 docs/images/. In CI (``CI`` set) a missing chromium fails the test instead of skipping it:
@@ -29,6 +30,7 @@ from typer.testing import CliRunner
 
 from glioseg.cli import app as cli_app
 from glioseg.data.labels import LABEL_COLOURS
+from tests.dicom_writer import write_case_study
 
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 #: WebGL in a headless browser without a GPU: ANGLE on SwiftShader (software).
@@ -159,6 +161,19 @@ def test_upload_view_and_download_in_a_real_browser(server, one_case, tmp_path):
         saved = tmp_path / "downloaded.nii.gz"
         download.value.save_as(saved)
         assert saved.read_bytes() == reference.read_bytes()  # bit for bit
+        # a DICOM folder through the folder picker (playwright sends a folder to a webkitdirectory
+        # input with each file's relative path): one without a FLAIR is refused in words, a whole
+        # study is accepted and queued (not waited for: deepbet would run for minutes)
+        no_flair = write_case_study(one_case, tmp_path / "no_flair", skip=("t2f",))
+        page.set_input_files("#folder", str(no_flair))
+        page.click("#submit")
+        page.wait_for_selector("#upload-error:has-text('no_flair: no series identified as t2f')")
+        study = write_case_study(one_case, tmp_path / "PAT-9 study", patient="PAT-9")
+        page.set_input_files("#folder", str(study))
+        page.click("#submit")
+        row = page.wait_for_selector("#jobs tr:has(td:text-is('PAT-9-study'))")
+        assert row.get_attribute("data-state") in ("queued", "preparing")
+        assert page.inner_text("#upload-error") == "" and page.input_value("#folder") == ""
         assert not errors, errors
         browser.close()
     print(f"browser test: {time.time() - began:.1f} s")
