@@ -28,6 +28,7 @@ from glioseg.serve.app import ServeConfig, create_app
 from glioseg.serve.jobs import INTERRUPTED, RESUMED, JobStore
 from glioseg.serve.runner import load_model
 from glioseg.serve.uploads import MiB, UploadLimits
+from tests.serve_client import wait_done
 
 LOCAL = "http://127.0.0.1"
 PAGE = {"X-Glioseg": "1"}  # what the page sends with every change
@@ -40,16 +41,6 @@ def demo_fast():
 
 def case_files(folder: Path) -> list[tuple[str, tuple[str, bytes]]]:
     return [("files", (p.name, p.read_bytes())) for p in sorted(folder.glob("*-t[12]*.nii.gz"))]
-
-
-def wait_done(client: TestClient, job_id: str, timeout: float = 600) -> dict:
-    end = time.time() + timeout
-    while time.time() < end:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
 def predict_reference(case: Path, out: Path) -> Path:

@@ -27,6 +27,7 @@ from glioseg.serve.app import ServeConfig, create_app
 from glioseg.serve.runner import load_model
 from glioseg.serve.uploads import UploadLimits
 from tests.dicom_writer import write_case_study, write_series
+from tests.serve_client import wait_done
 
 LOCAL = "http://127.0.0.1"
 PAGE = {"X-Glioseg": "1"}
@@ -55,16 +56,6 @@ def zip_folder(root: Path) -> bytes:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             zf.write(path, path.relative_to(root).as_posix())
     return buffer.getvalue()
-
-
-def wait_done(client: TestClient, job_id: str, timeout: float = 600) -> dict:
-    end = time.time() + timeout
-    while time.time() < end:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
 def _nifti(content: bytes) -> nib.Nifti1Image:
