@@ -5,7 +5,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from glioseg.data.io import Geometry, load_label, load_volume, remove_stale_parts, save_nifti, staged_outputs
+from glioseg.data.io import (
+    Geometry,
+    load_label,
+    load_volume,
+    remove_stale_parts,
+    save_nifti,
+    staged_outputs,
+    walk_tree,
+)
 from glioseg.errors import InputError
 
 
@@ -170,3 +178,12 @@ def test_failed_staging_leaves_the_folder_untouched_and_stale_stages_are_cleared
     (killed / "B.json").write_text("{}")
     assert remove_stale_parts(out) == [killed]
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_a_staging_folder_left_by_a_killed_run_is_not_read_as_output(tmp_path):
+    (tmp_path / "A.nii.gz").write_text("done")
+    killed = tmp_path / ".B.nii.gz.k3j2.part"
+    killed.mkdir()
+    (killed / "B.nii.gz").write_text("never moved in")
+    folders, files = walk_tree(tmp_path)
+    assert files == [tmp_path / "A.nii.gz"] and folders == [tmp_path]

@@ -53,7 +53,12 @@ def _run_and_kill(command: list[str], ready, timeout: float = 300) -> bool:
 
 
 def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """Files a reader sees: none that is hidden or inside a hidden (staging) folder."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -343,6 +343,9 @@ def save_nifti(
 def walk_tree(root: str | Path) -> tuple[list[Path], list[Path]]:
     """Every folder and every file under ``root`` (itself included), following symbolic links.
 
+    The hidden staging folders that glioseg's writers use (``.<name>.*.part``) are not entered: what
+    a killed run left there is not an output (a later run clears it).
+
     Data folders made of links (an nnU-Net raw folder, cluster storage) are common, and pathlib's
     ``rglob`` does not follow directory links on Python 3.11.  A link back into a folder already
     walked (a loop) is not entered again, so each real folder is visited once.
@@ -370,6 +373,8 @@ def walk_tree(root: str | Path) -> tuple[list[Path], list[Path]]:
     for current, dirnames, filenames in os.walk(base, followlinks=True):
         kept = []
         for name in sorted(dirnames):
+            if name.startswith(".") and ".part" in name:  # a staging folder (staged_outputs, atomic_folder)
+                continue
             real = os.path.realpath(os.path.join(current, name))
             if real not in seen:  # a loop or a second link to a folder already walked
                 seen.add(real)
