@@ -42,7 +42,7 @@ def _provenance(result: dict, command: str) -> str:
     load = result.get("load_1min")
     if load is not None:
         threads += f", load average {load:.1f} at the start" + (
-            " (other work was running: timings read high)" if load > 0.5 * result.get("cpu_count", 1) else ""
+            " (a busy machine: timings read high)" if load > result.get("cpu_count", 1) else ""
         )
     return (
         f"*Measured {when} on {result.get('cpu', '?')} ({result.get('cpu_count', '?')} cores"
