@@ -109,9 +109,14 @@ def summarise(data, labels: np.ndarray, record: dict, members: int, prediction) 
 
     core = labels if not np.any((labels == 1) | (labels == 3)) else np.isin(labels, (1, 3))
     centre = [int(round(c)) for c in ndimage.center_of_mass(core > 0)] if np.any(core) else None
+    # the viewer opens at the tumour core's centre of mass, given in scanner mm (RAS): NiiVue shows a
+    # volume re-oriented to RAS, so voxel indices of a file stored otherwise (BraTS 2018: x and y
+    # flipped) would put the crosshair at the mirrored place
+    centre_mm = None if centre is None else [round(float(v), 2) for v in (data.affine @ [*centre, 1.0])[:3]]
     return {
         "case_id": data.case_id,
-        "centre_vox": centre,  # voxel (i, j, k) the viewer opens at: the tumour core's centre of mass
+        "centre_vox": centre,  # voxel (i, j, k) of the label map
+        "centre_mm": centre_mm,
         "shape": [int(s) for s in labels.shape],
         "spacing_mm": [float(s) for s in data.spacing],
         "volumes_ml": {k: lesions[k]["volume_ml"] for k in (*REGIONS, "NETC", "SNFH")},

@@ -141,8 +141,8 @@ async function loadVolumes(jobId) {
   ]);
   applyOverlay();
   nv.setSliceType(state.view);
-  const centre = state.summary && state.summary.centre_vox;
-  if (centre) { nv.scene.crosshairPos = nv.vox2frac(centre, 0); nv.drawScene(); }
+  const centre = state.summary && state.summary.centre_mm;  // world mm: independent of the file's voxel order
+  if (centre) { nv.scene.crosshairPos = nv.mm2frac(centre); nv.drawScene(); }
   document.body.dataset.viewer = "ready";
 }
 
