@@ -8,6 +8,7 @@ half-written file behind.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -24,6 +25,9 @@ from glioseg.data.labels import to_canonical
 from glioseg.errors import GliosegError, InputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: Names of the hidden temporary files and staging folders of atomic_path, staged_outputs and
+#: atomic_folder: never an output, cleared by remove_stale_parts.
+STAGING_GLOB = ".*.part*"
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -207,7 +211,7 @@ def remove_stale_parts(folder: str | Path) -> list[Path]:
     be writing the same files at the same moment.
     """
     root = Path(folder)
-    stale = list(root.glob(".*.part*")) if root.is_dir() else []
+    stale = list(root.glob(STAGING_GLOB)) if root.is_dir() else []
     for path in stale:
         if path.is_dir() and not path.is_symlink():  # a staging folder of staged_outputs/atomic_folder
             shutil.rmtree(path, ignore_errors=True)
@@ -373,7 +377,7 @@ def walk_tree(root: str | Path) -> tuple[list[Path], list[Path]]:
     for current, dirnames, filenames in os.walk(base, followlinks=True):
         kept = []
         for name in sorted(dirnames):
-            if name.startswith(".") and ".part" in name:  # a staging folder (staged_outputs, atomic_folder)
+            if fnmatch.fnmatch(name, STAGING_GLOB):  # a staging folder (staged_outputs, atomic_folder)
                 continue
             real = os.path.realpath(os.path.join(current, name))
             if real not in seen:  # a loop or a second link to a folder already walked

@@ -159,9 +159,9 @@ def rigid_register(fixed, moving, seed: int = 1, spacing_mm: float = 2.0, min_st
     ``spacing_mm`` grid first (thick slices otherwise make the pyramid uneven); the moving one is
     interpolated linearly by the metric. Two levels (4 and 2 mm), 15% random samples with a fixed
     positive ``seed`` (SimpleITK reads 0 as "seed from the clock"), so a run is reproducible and
-    independent of the number of threads. The optimiser runs down to a ``min_step`` of 0.001 rather than the
-    atlas step's 0.01, which recovers a known motion of a thick-slice contrast more closely
-    (measured in docs/prepare.md, "Registration accuracy").
+    independent of the number of threads. The optimiser runs down to a ``min_step`` of 0.001
+    rather than the atlas step's 0.01, which recovers a known motion of a thick-slice contrast
+    more closely (measured in docs/prepare.md, "Registration accuracy").
 
     Returns
     -------
@@ -195,7 +195,8 @@ def mutual_information_method(
     """The registration set-up shared by the rigid and the atlas steps: Mattes mutual information
     (32 bins, 15 % random samples with ``seed``, which must be positive), linear interpolation,
     regular-step gradient descent (step 2.0 -> ``min_step``, 150 iterations, relaxation 0.6) with
-    physical-shift scales, two levels shrunk by ``shrink_factors`` and smoothed by 2 and 1 mm.  The caller sets the initial transform."""
+    physical-shift scales, two levels shrunk by ``shrink_factors`` and smoothed by 2 and 1 mm.
+    The caller sets the initial transform."""
     import SimpleITK as sitk
 
     if seed == sitk.sitkWallClock:  # SimpleITK reads seed 0 as "seed from the clock": never reproducible

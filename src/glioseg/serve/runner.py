@@ -164,7 +164,7 @@ def run_job(store: JobStore, job: Job, model: ServeModel) -> Job:
         job = store.update(job.id, state=SEGMENTING, phase_started=seg_started, progress=0.1)
         lines: list[str] = []
         with atomic_folder(store.result_dir(job.id)) as staging:
-            options = replace(model.options, after_case=_writer(staging, model, job))
+            options = replace(model.options, after_case=_writer(model, job))
             report = predict_cases([case], model.resolved.groups, staging, options, printer=lines.append)
             if report.failed:
                 raise GliosegError(report.failed[0][1])
@@ -181,15 +181,17 @@ def run_job(store: JobStore, job: Job, model: ServeModel) -> Job:
         return store.update(job.id, state=FAILED, finished=time.time(), message=message)
 
 
-def _writer(staging: Path, model: ServeModel, job: Job):
-    """``after_case`` of predict_cases: the report (HTML, PDF), the summary and the native label map."""
+def _writer(model: ServeModel, job: Job):
+    """``after_case`` of predict_cases: the report (HTML, PDF), the summary and the native label map,
+    written beside the label map it is given (they move into the result with it)."""
 
     def after_case(case, data, prediction, seg_path: Path, record: dict) -> None:
+        folder = seg_path.parent
         from glioseg.report.case_pdf import write_case_pdf
         from glioseg.report.case_report import write_case_report
 
         record = {**record, "warnings": [*job.warnings, *record.get("warnings", [])]}
-        write_case_report(data, prediction, seg_path, staging, model.members, record)
+        write_case_report(data, prediction, seg_path, folder, model.members, record)
         summary = summarise(data, prediction.labels, record, model.members, prediction)
         files = {
             "labels": seg_path.name,
@@ -200,12 +202,12 @@ def _writer(staging: Path, model: ServeModel, job: Job):
         if job.kind == "study":
             from glioseg.prepare.native import write_native
 
-            native = staging / f"{case.case_id}-native.nii.gz"
+            native = folder / f"{case.case_id}-native.nii.gz"
             write_native(seg_path, case.folder, case.case_id, native)
             files["native"] = native.name
         summary["files"] = files
-        write_case_pdf(staging / files["pdf"], staging / f"{case.case_id}_report.png", summary)
-        write_text_atomic(staging / "summary.json", json.dumps(summary, indent=1) + "\n")
+        write_case_pdf(folder / files["pdf"], folder / f"{case.case_id}_report.png", summary)
+        write_text_atomic(folder / "summary.json", json.dumps(summary, indent=1) + "\n")
 
     return after_case
 
