@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import machine_record, write_result  # benchmarks/provenance.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -586,7 +587,14 @@ def main() -> None:
     print(
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads"
     )
-    results: dict = {"machine": platform.platform(), "threads": args.threads, "rows": [], "levers": []}
+    results: dict = {
+        **machine_record(),
+        "machine": platform.platform(),
+        "threads": args.threads,
+        "command": "python benchmarks/cpu_inference.py " + " ".join(sys.argv[1:]),
+        "rows": [],
+        "levers": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cases = [
@@ -727,7 +735,7 @@ def main() -> None:
             print("  " + line)
     results["ratios"] = ratios
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+        write_result(args.json, results)
 
 
 def _truth(case: Path) -> np.ndarray | None:

@@ -50,11 +50,17 @@ def machine_record(packages: tuple[str, ...] = ()) -> dict:
     }
 
 
+def _jsonable(value: object) -> object:
+    """A NumPy scalar as its Python number (``.item()``), anything else JSON cannot hold as its text."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
 def write_result(path: str | Path, result: dict) -> Path:
-    """Write ``result`` as indented JSON to ``path`` (folders made), atomically."""
+    """Write ``result`` as indented JSON to ``path`` (folders made), atomically; NumPy scalars are
+    written as numbers."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f".{path.name}.part")
-    part.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    part.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
     os.replace(part, path)
     return path

@@ -26,6 +26,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BLOCK = re.compile(r"(<!-- numbers: ([\w-]+) -->\n)(.*?)(<!-- /numbers -->)", re.DOTALL)
@@ -111,10 +113,47 @@ def train_peer(r: dict) -> str:
     return "\n".join(lines) + "\n\n" + _provenance(r, command) + "\n"
 
 
+def cpu_inference_brats2mm(r: dict) -> str:
+    rows = r["rows"]
+
+    def span(values: list[float], digits: int) -> str:
+        low, high = min(values), max(values)
+        return (
+            f"{low:.{digits}f}"
+            if round(low, digits) == round(high, digits)
+            else f"{low:.{digits}f}–{high:.{digits}f}"
+        )
+
+    lines = [
+        "| mode (members) | seconds per case | peak GiB | Dice vs reference WT / TC / ET, per case | mean WT / TC / ET |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode in ("fast", "default", "accurate"):
+        mine = [row for row in rows if row["mode"] == mode]
+        if not mine:
+            continue
+        dice = np.array([row["dice_vs_reference"] for row in mine])
+        per_case = " · ".join("/".join(f"{v:.3f}" for v in case) for case in dice)
+        mean = " / ".join(f"{v:.3f}" for v in dice.mean(axis=0))
+        lines.append(
+            f"| `{mode}` ({mine[0]['members']}) | {span([row['seconds'] for row in mine], 1)} | "
+            f"{max(row['peak_gib'] for row in mine):.1f} | {per_case} | {mean} |"
+        )
+    reference = [row for row in rows if row["mode"] == "reference"]
+    members = sorted({row["members"] for row in reference})
+    times = " / ".join(span([row["seconds"] for row in reference if row["members"] == m], 0) for m in members)
+    lines.append(
+        f"| reference ({' / '.join(map(str, members))}) | {times} | "
+        f"{max(row['peak_gib'] for row in reference):.1f} | — | — |"
+    )
+    return "\n".join(lines) + "\n\n" + _provenance(r, r["command"]) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "prepare_speed": prepare_speed,
     "registration_accuracy": registration_accuracy,
     "train_peer": train_peer,
+    "cpu_inference_brats2mm": cpu_inference_brats2mm,
 }
 
 
