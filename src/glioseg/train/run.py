@@ -28,6 +28,7 @@ from glioseg.data.preprocess import PreprocessedCache
 from glioseg.errors import ConfigError, InputError
 from glioseg.models.checkpoint import DISCLAIMER
 from glioseg.models.plan import Plan, add_preprocessed_statistics, header_fingerprint, make_plan
+from glioseg.runtime import keep_freed_memory
 from glioseg.train.ranks import await_run_record, is_primary_process
 from glioseg.train.recipes import Recipe, recipe_for
 from glioseg.train.splits import load_splits
@@ -69,6 +70,7 @@ class TrainOptions:
     pretrained: str | None = None  # fine-tune from this model (glioseg model files or an nnU-Net v2 result)
     pretrained_fold: int = 0  # fold to take from an nnU-Net result
     progress_bar: bool = True
+    reuse_memory: bool = False  # keep freed memory for the next iteration (glioseg.runtime.keep_freed_memory)
 
 
 @dataclass
@@ -385,6 +387,8 @@ def _fit(
     from glioseg.train.data import CaseDataset, PatchDataset
     from glioseg.train.module import SegmentationModule
 
+    if options.reuse_memory:
+        keep_freed_memory()  # the same large tensors every iteration: reuse them, do not refault
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
