@@ -1,5 +1,6 @@
 """Training end to end on small synthetic data (CPU): learning, save/load, resume, bad input."""
 
+import csv
 import shutil
 
 import lightning as L
@@ -143,6 +144,15 @@ def test_killed_run_resumes_to_identical_weights(train_data):
     b, _ = read_model_files(resumed.run_dir)
     assert set(a) == set(b)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def log(run):  # the CSV log's rows, without empty cells
+        with (run / "logs" / "csv" / "metrics.csv").open(newline="") as handle:
+            return [{k: v for k, v in row.items() if v} for row in csv.DictReader(handle)]
+
+    # Lightning's CSV logger restarts metrics.csv on resume: the epochs before the crash are kept
+    assert len(log(whole.run_dir)) >= 4
+    assert log(resumed.run_dir) == log(whole.run_dir)
+    assert not (resumed.run_dir / "logs" / "history.csv").exists()
 
 
 def _expect_early_error(exc_type, match, options, out):

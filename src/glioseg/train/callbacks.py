@@ -136,10 +136,73 @@ class TrainingCurve(L.Callback):
             plot_training_curve(self.metrics_csv_dir, self.out_png)
 
 
+# Lightning's CSV logger deletes ``logs/csv/metrics.csv`` when a run resumes in the same folder,
+# which would lose every epoch logged before the checkpoint.  So a resumed run first stashes the
+# rows logged so far in ``logs/history.csv`` and, when it finishes, writes ``metrics.csv`` back
+# as one complete log; a run killed in between keeps its history for the next resume.
+HISTORY_CSV = "history.csv"
+METRICS_CSV = Path("csv") / "metrics.csv"
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def merge_metric_rows(earlier: list[dict[str, str]], later: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``earlier`` rows logged before the first step of ``later``, then ``later``'s rows.
+
+    A resumed run restarts at its checkpoint, so rows of ``earlier`` from that step on (an epoch
+    interrupted by the kill) are superseded by the resumed run's.
+
+    Examples
+    --------
+    >>> merge_metric_rows([{"step": "39"}, {"step": "79"}], [{"step": "79"}, {"step": "119"}])
+    [{'step': '39'}, {'step': '79'}, {'step': '119'}]
+    """
+    steps = [int(row["step"]) for row in later if row.get("step")]
+    if not steps:
+        return earlier + later
+    first = min(steps)
+    return [row for row in earlier if row.get("step") and int(row["step"]) < first] + later
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    keys = {key for row in rows for key in row}
+    fields = [k for k in ("epoch", "step") if k in keys] + sorted(keys - {"epoch", "step"})
+    with atomic_path(path) as part, part.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def stash_metrics_history(logs_dir: Path) -> None:
+    """Before a resumed fit: keep the rows of ``logs_dir/csv/metrics.csv`` in ``logs_dir/history.csv``."""
+    logs_dir = Path(logs_dir)
+    rows = merge_metric_rows(_read_rows(logs_dir / HISTORY_CSV), _read_rows(logs_dir / METRICS_CSV))
+    if rows:
+        _write_rows(logs_dir / HISTORY_CSV, rows)
+
+
+def restore_metrics_history(logs_dir: Path) -> None:
+    """After a resumed fit: ``metrics.csv`` = the stashed history followed by this run's rows."""
+    logs_dir = Path(logs_dir)
+    history = logs_dir / HISTORY_CSV
+    if history.is_file():
+        _write_rows(
+            logs_dir / METRICS_CSV, merge_metric_rows(_read_rows(history), _read_rows(logs_dir / METRICS_CSV))
+        )
+        history.unlink()
+
+
 def read_metrics(csv_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """``metric -> [(epoch, value), ...]`` from Lightning CSV logs (all versions, in order)."""
+    """``metric -> [(epoch, value), ...]`` from Lightning CSV logs (a stashed history first, then
+    every version, in order; later rows win for the same epoch)."""
     series: dict[str, dict[int, float]] = {}
-    for path in sorted(Path(csv_dir).rglob("metrics.csv")):
+    history = [Path(csv_dir) / HISTORY_CSV] if (Path(csv_dir) / HISTORY_CSV).is_file() else []
+    for path in history + sorted(Path(csv_dir).rglob("metrics.csv")):
         with path.open() as handle:
             for row in csv.DictReader(handle):
                 if not row.get("epoch"):

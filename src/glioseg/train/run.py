@@ -383,6 +383,8 @@ def _fit(
         SaveLast,
         TrainingCurve,
         plot_training_curve,
+        restore_metrics_history,
+        stash_metrics_history,
     )
     from glioseg.train.data import CaseDataset, PatchDataset
     from glioseg.train.module import SegmentationModule
@@ -470,9 +472,13 @@ def _fit(
         default_root_dir=out,
     )
     torch.set_float32_matmul_precision("high")
+    if ckpt_path is not None and is_primary_process(world):
+        stash_metrics_history(out / "logs")  # the CSV logger would delete the epochs logged so far
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     if trainer.interrupted:
         raise KeyboardInterrupt
+    if trainer.global_rank == 0:
+        restore_metrics_history(out / "logs")
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_") or k == "train_loss"
     }
