@@ -477,12 +477,11 @@ def _fit(
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     if trainer.interrupted:
         raise KeyboardInterrupt
-    if trainer.global_rank == 0:
-        restore_metrics_history(out / "logs")
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_") or k == "train_loss"
     }
     if trainer.global_rank == 0:
+        restore_metrics_history(out / "logs")  # one complete metrics.csv again, then its curve
         plot_training_curve(out / "logs", out / "training_curve.png")
         info = {
             "plan": plan.to_dict(),
