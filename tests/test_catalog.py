@@ -67,6 +67,20 @@ def test_a_name_resolves_to_the_bundle_and_an_unknown_name_lists_the_known_ones(
         resolve_models(["no-such-model"])
 
 
+def test_a_bundle_brings_its_recommended_mode_and_an_unknown_mode_is_refused(tmp_path):
+    assert resolve_models(["demo"]).mode == "default"  # a card without default_mode
+    shutil.copytree(DEMO_MODEL, tmp_path / "demo")
+    card_path = tmp_path / "demo" / "card.json"  # not among the checksummed files
+    doc = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**doc, "default_mode": "accurate"}))
+    assert resolve_models(["demo"], catalog=tmp_path).mode == "accurate"
+    # an ensemble of several --model arguments takes nothing from one card
+    assert resolve_models(["demo", str(DEMO_MODEL)], catalog=tmp_path).mode == "default"
+    card_path.write_text(json.dumps({**doc, "default_mode": "quick"}))
+    with pytest.raises(InputError, match="default_mode 'quick' is not a mode"):
+        resolve_models(["demo"], catalog=tmp_path)
+
+
 def test_demo_model_warns_on_a_scan_glioseg_did_not_make_and_records_provenance(tmp_path):
     case = generate_case(5, 1, "adult", (64, 64, 52), 3.0)
     synthetic = write_case(case, tmp_path / "synthetic")
@@ -168,7 +182,11 @@ def test_a_cross_validated_release_packages_into_a_scored_bundle(tmp_path):
         result = runner.invoke(app, step)
         assert result.exit_code == 0, result.output
     fields = tmp_path / "fields.json"
-    fields.write_text(json.dumps({"version": "0.0.1", "summary": "test", "intended_use": "tests only"}))
+    fields.write_text(
+        json.dumps(
+            {"version": "0.0.1", "summary": "test", "intended_use": "tests only", "default_mode": "accurate"}
+        )
+    )
     dest = tmp_path / "models"
     result = runner.invoke(
         app,
@@ -217,7 +235,13 @@ def test_a_cross_validated_release_packages_into_a_scored_bundle(tmp_path):
     resolved = resolve_models(["tiny"], catalog=dest)
     assert [g.name for g in resolved.groups] == ["nnunet", "mednext"] and len(resolved.groups[0].members) == 2
     assert resolved.postprocess == dest / "tiny" / "pp.json" and resolved.weights == card.weights()
+    assert resolved.mode == "accurate" and card.doc["results"]["mode"] == "accurate"
     assert not list(dest.glob(".tiny-*"))  # no staging folder left behind
+    from glioseg.report.model_card import card_text
+
+    text = card_text(card)
+    assert "ensemble weights per region" in text and f"mednext {weights[1]['weights']['WT']:.3f}" in text
+    assert "| ensemble+postprocess |" in text
 
 
 def test_validation_curve_averages_the_folds_logs_by_iteration(tmp_path):

@@ -35,7 +35,8 @@ def segment(
     models : a bundled model's name, one run folder (or a folder of fold runs), or a list of
         those (a model ensemble); a bundled model brings its own weights and post-processing
     weights : per model, one number or (WT, TC, ET); default equal (or the bundle's)
-    settings : :class:`~glioseg.infer.settings.InferenceSettings` (default: the ``default`` mode)
+    settings : :class:`~glioseg.infer.settings.InferenceSettings` (default: a bundled model's
+        recommended mode, as ``glioseg predict`` without ``--mode``; else the ``default`` mode)
 
     Returns
     -------
@@ -73,7 +74,9 @@ def segment(
         groups = resolved.groups if not groups else [*groups, *resolved.groups]
         if weights is None and len(models) == 1:
             weights = resolved.weights
-    settings = settings or InferenceSettings()
+    if settings is None:
+        recommended = resolved.mode if resolved is not None and len(models) == 1 else "default"
+        settings = InferenceSettings.for_mode(recommended)
     prediction = segment_case(data, groups, weights, settings.with_(device=resolve_device(settings.device)))
     labels = prediction.labels
     if resolved is not None and len(models) == 1 and resolved.postprocess is not None:

@@ -39,9 +39,11 @@ def predict(
         None,
         help="Ensemble weights: w1,w2,... per --model, or weights.json (default: a bundled model's own).",
     ),
-    mode: Mode = typer.Option(
-        Mode.default,
-        help="fast (CPU: first member, one pass over the brain crop), accurate (all members, one mirroring each), reference, default.",
+    mode: Mode | None = typer.Option(
+        None,
+        help="fast (CPU: first member, one pass over the brain crop), accurate (all members, one mirroring each), "
+        "reference, default (every member, left-right mirroring). Without it: a bundled model's recommended mode "
+        "(glioseg models), else default.",
     ),
     tta: TTA | None = typer.Option(
         None, help="Mirroring: none, flip (left-right), full (all 8), spread (one per member)."
@@ -92,18 +94,19 @@ def predict(
     from glioseg.infer.settings import InferenceSettings
 
     check_output_folder(out)  # before any work (predict_cases checks again for API callers)
+    region_thresholds = parse_triple(thresholds, "--thresholds", float, example="0.5,0.4,0.3")
+    cases, errors = discover_input(input, {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f})
+    resolved = resolve_models(model)
     settings = InferenceSettings.for_mode(
-        mode.value,
+        mode.value if mode else resolved.mode,
         tta=tta.value if tta else None,
         overlap=overlap,
         window=window,
         engine=engine,
         device=device,
         window_norm=window_norm,
-        thresholds=parse_triple(thresholds, "--thresholds", float, example="0.5,0.4,0.3"),
+        thresholds=region_thresholds,
     )
-    cases, errors = discover_input(input, {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f})
-    resolved = resolve_models(model)
     groups = resolved.groups
     parsed_weights = None if resolved.weights is None else np.asarray(resolved.weights)
     if postprocess is None:
@@ -165,12 +168,14 @@ def predict(
             if settings.window_norm and settings.engine == "torch"
             else " (crop norms)"
         )
+    recommended = " (the model's recommended mode)" if mode is None and settings.mode != "default" else ""
     for card in resolved.cards:
         console.print(
             f"model {card.name} {card.version}: {card.doc.get('summary', '')} {card.doc.get('disclaimer', '')}"
         )
     console.print(
-        f"{len(cases)} case(s), {len(groups)} model(s), {used} of {members} member(s) used; mode {mode.value}: "
+        f"{len(cases)} case(s), {len(groups)} model(s), {used} of {members} member(s) used; mode {settings.mode}"
+        f"{recommended}: "
         f"TTA {settings.tta}, {settings.window} window{window_detail}, engine {settings.engine}"
     )
     report = predict_cases(cases, groups, out, options, printer=console.print)

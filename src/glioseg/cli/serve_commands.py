@@ -21,8 +21,10 @@ def serve(
         "-m",
         help="A bundled model's name or a run folder (default: brats-2mm if bundled, else demo).",
     ),
-    mode: str = typer.Option(
-        "default", help="Inference mode as in glioseg predict: default, fast (CPU, quickest) or accurate."
+    mode: str | None = typer.Option(
+        None,
+        help="Inference mode as in glioseg predict: default, fast (CPU, quickest) or accurate "
+        "(default: the model's recommended mode, as glioseg predict without --mode).",
     ),
     data_dir: Path = typer.Option(
         Path("glioseg-serve"),
@@ -38,7 +40,7 @@ def serve(
     from glioseg.serve.runner import load_model
 
     check_output_folder(data_dir)
-    if mode not in ("default", "fast", "accurate"):
+    if mode is not None and mode not in ("default", "fast", "accurate"):
         raise typer.BadParameter(f"--mode must be default, fast or accurate, got {mode!r}")
     chosen = load_model(model, mode)
     config = ServeConfig(data_dir=data_dir, host=host, port=port)

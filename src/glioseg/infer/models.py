@@ -20,8 +20,10 @@ from glioseg.data.io import read_json
 from glioseg.data.labels import REGIONS
 from glioseg.data.modalities import MODALITIES
 from glioseg.errors import InputError
+from glioseg.infer.settings import MODES
 from glioseg.models.catalog import (
     BUNDLED_MODELS,
+    CARD_NAME,
     ModelCard,
     combined_checksum,
     find_card,
@@ -163,15 +165,16 @@ def find_members(source: str | Path) -> ModelGroup:
 class ResolvedModels:
     """The ``--model`` arguments of one ``glioseg predict``, resolved to groups.
 
-    ``weights`` and ``postprocess`` come from a bundled model's card when it is the only
-    ``--model``; otherwise they are ``None`` (equal weights, no post-processing) unless the
-    user gives them.
+    ``weights``, ``postprocess`` and ``mode`` come from a bundled model's card when it is the
+    only ``--model``; otherwise they are ``None`` (equal weights, no post-processing) and
+    ``default`` unless the user gives them.
     """
 
     groups: list[ModelGroup]
     weights: list[list[float]] | None = None
     postprocess: Path | None = None
     cards: list[ModelCard] = field(default_factory=list)
+    mode: str = "default"
 
 
 def resolve_models(specs: list[str | Path], catalog: str | Path = BUNDLED_MODELS) -> ResolvedModels:
@@ -202,6 +205,13 @@ def resolve_models(specs: list[str | Path], catalog: str | Path = BUNDLED_MODELS
             group.label, group.card = name, card
             resolved.groups.append(group)
     if len(specs) == 1 and resolved.cards:
-        resolved.weights = resolved.cards[0].weights()
-        resolved.postprocess = resolved.cards[0].postprocess_path()
+        card = resolved.cards[0]
+        resolved.weights = card.weights()
+        resolved.postprocess = card.postprocess_path()
+        if card.default_mode not in MODES:
+            raise InputError(
+                card.root / CARD_NAME,
+                f"default_mode {card.default_mode!r} is not a mode (expected one of {', '.join(MODES)})",
+            )
+        resolved.mode = card.default_mode
     return resolved

@@ -14,6 +14,9 @@ A bundled model is a folder ``glioseg/assets/models/<name>/`` holding a model ca
     ``path`` is a member folder or a folder of fold members, relative to the bundle;
 ``postprocess``
     a ``glioseg postprocess tune`` configuration inside the bundle, or ``null``;
+``default_mode``
+    the inference mode ``glioseg predict`` uses for this model when no ``--mode`` is given
+    (optional, ``default`` when absent): the release's measured choice of time against agreement;
 ``results``
     the cross-validated measurements of the model card (see docs/models.md);
 ``files``
@@ -117,6 +120,11 @@ class ModelCard:
         if not any(g.get("weights") for g in self.doc["groups"]):
             return None
         return [[float((g.get("weights") or {}).get(r, 1.0)) for r in REGIONS] for g in self.doc["groups"]]
+
+    @property
+    def default_mode(self) -> str:
+        """The mode ``glioseg predict`` uses for this model when the user names none."""
+        return str(self.doc.get("default_mode") or "default")
 
     def postprocess_path(self) -> Path | None:
         name = self.doc.get("postprocess")

@@ -34,6 +34,16 @@ def card_text(card: ModelCard) -> str:
         f"- size: {card.size_mb:.1f} MB",
         f"- checksum (SHA-256): {card.checksum}",
     ]
+    weighted = [g for g in doc.get("groups", []) if g.get("weights")]
+    if weighted:
+        lines.append(
+            "- ensemble weights per region (WT / TC / ET): "
+            + "; ".join(
+                f"{g['name']} " + " / ".join(f"{g['weights'][r]:.3f}" for r in REGIONS) for g in weighted
+            )
+        )
+    if doc.get("default_mode", "default") != "default":
+        lines.append(f"- mode without --mode: {doc['default_mode']} (glioseg predict --mode to change it)")
     for key in ("provenance", "retrain", "wall_time"):
         if doc.get(key):
             lines.append(f"- {key.replace('_', ' ')}: {doc[key]}")
@@ -53,8 +63,10 @@ def card_text(card: ModelCard) -> str:
         rows = list(stages.items())
         degraded = doc["results"].get("degraded")
         if degraded:
+            mode = doc["results"].get("mode", "default")
             label = (
-                f"shipped pipeline on low-quality copies ({degraded['severity']}, seed {degraded['seed']})"
+                f"shipped pipeline ({mode} mode) on low-quality copies "
+                f"({degraded['severity']}, seed {degraded['seed']})"
             )
             rows.append((label, degraded["scores"]))
         lines += [_score_row(stage, scores) for stage, scores in rows]

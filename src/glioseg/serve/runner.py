@@ -65,10 +65,11 @@ class ServeModel:
         }
 
 
-def load_model(name: str | None = None, mode: str = "default") -> ServeModel:
+def load_model(name: str | None = None, mode: str | None = None) -> ServeModel:
     """Resolve ``name`` (a bundled model or a run folder; default :func:`default_model_name`) with
-    ``glioseg predict``'s ``mode`` (``default``, ``fast``, ``accurate``), the bundle's ensemble
-    weights and post-processing: a job's label map is then ``glioseg predict --mode MODE``'s."""
+    ``glioseg predict``'s ``mode`` (``default``, ``fast``, ``accurate``; ``None``: the bundle's
+    recommended mode), the bundle's ensemble weights and post-processing: a job's label map is
+    then ``glioseg predict``'s with the same mode."""
     name = name or default_model_name()
     resolved = resolve_models([name])
     postprocess = None
@@ -78,7 +79,7 @@ def load_model(name: str | None = None, mode: str = "default") -> ServeModel:
         postprocess = make_postprocessor(PostprocessConfig.load(resolved.postprocess))
     members = sum(len(g.members) for g in resolved.groups)
     options = PredictOptions(
-        settings=InferenceSettings.for_mode(mode),
+        settings=InferenceSettings.for_mode(mode or resolved.mode),
         weights=None if resolved.weights is None else np.asarray(resolved.weights),
         postprocess=postprocess,
         postprocess_source=str(resolved.postprocess) if resolved.postprocess is not None else None,

@@ -78,11 +78,13 @@ def _scores(pred: Path, data: Path) -> dict[str, dict[str, float]]:
     return score_summary(run.results)
 
 
-def regression_scores(groups, weights, postprocess: Path | None, cases) -> dict[str, dict[str, float]]:
-    """Lesion-wise Dice of the shipped pipeline (default mode, the bundle's weights and
+def regression_scores(
+    groups, weights, postprocess: Path | None, cases, mode: str = "default"
+) -> dict[str, dict[str, float]]:
+    """Lesion-wise Dice of the shipped pipeline (the bundle's recommended ``mode``, weights and
     post-processing, float16 weights as shipped) on a few labelled cases: recorded in the card at
     release so that a test can tell when the pipeline's results drift."""
-    settings = InferenceSettings.for_mode("default", device="cpu")
+    settings = InferenceSettings.for_mode(mode, device="cpu")
     hook = make_postprocessor(PostprocessConfig.load(postprocess)) if postprocess else None
     out = {}
     for case in cases:
@@ -97,17 +99,23 @@ def regression_scores(groups, weights, postprocess: Path | None, cases) -> dict[
 
 
 def degraded_scores(
-    bundle: Path, groups: list[str], weights, postprocess: Path | None, folds, degraded: Path
+    bundle: Path,
+    groups: list[str],
+    weights,
+    postprocess: Path | None,
+    folds,
+    degraded: Path,
+    mode: str = "default",
 ) -> dict[str, Any]:
     """Out-of-fold scores of the shipped pipeline on low-quality copies of the cross-validation cases.
 
     Each fold's shipped members (float16 where shipped so) segment the ``glioseg degrade`` copies
-    of that fold's validation cases (default mode, the bundle's weights and post-processing), so
-    no case is segmented by a model that saw its clean original.  Returns the severity and seed
-    of the copies with :func:`score_summary` of the results.
+    of that fold's validation cases (the bundle's recommended ``mode``, weights and
+    post-processing), so no case is segmented by a model that saw its clean original.  Returns the
+    severity and seed of the copies with :func:`score_summary` of the results.
     """
     cases = discover_cases(degraded).by_id()
-    settings = InferenceSettings.for_mode("default", device="cpu")
+    settings = InferenceSettings.for_mode(mode, device="cpu")
     hook = make_postprocessor(PostprocessConfig.load(postprocess)) if postprocess else None
     w = None if weights is None else [[float(x[r]) for r in REGIONS] for x in weights]
     results = []
@@ -208,11 +216,14 @@ def package_release(
     name : the model's name for ``glioseg predict --model NAME``
     data : the labelled cases the cross-validation ran on (to score and to check float16)
     card : the descriptive fields of the model card (``summary``, ``intended_use``, ...);
-        ``groups``, ``postprocess`` and ``results`` are filled in from the workspace.
+        ``groups``, ``postprocess`` and ``results`` are filled in from the workspace; an
+        optional ``default_mode`` (the mode ``predict`` uses without ``--mode``) is also the mode
+        the regression and degraded-input results are measured in.
     degraded : optional ``glioseg degrade`` copies of ``data``; the card then also records the
         shipped pipeline's out-of-fold scores on them (:func:`degraded_scores`).
     """
     work, data, dest_root = Path(work), Path(data), Path(dest_root)
+    mode = InferenceSettings.for_mode(card.get("default_mode") or "default").mode  # fails early if unknown
     groups = [g for g in GROUPS if (work / g / "cv_summary.json").exists()]
     if not groups:
         raise InputError(
@@ -224,7 +235,7 @@ def package_release(
     weights = {e["name"]: e["weights"] for e in (weights_doc or {}).get("models", [])}
     cases = discover_cases(data).by_id()
     folds = read_json(work / "splits.json", "splits")
-    results: dict[str, Any] = {"definition": "brats2024-ssa", "cases": len(cases), "stages": {}}
+    results: dict[str, Any] = {"definition": "brats2024-ssa", "cases": len(cases), "mode": mode, "stages": {}}
     dest_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest_root))
     try:
@@ -263,6 +274,7 @@ def package_release(
             [weights.get(g) for g in groups] if has_ensemble and weights else None,
             staging / "pp.json" if postprocess else None,
             [cases[c] for c in regression_cases],
+            mode,
         )
         if degraded is not None:
             printer(f"scoring the shipped pipeline out of fold on the low-quality copies in {degraded}")
@@ -273,6 +285,7 @@ def package_release(
                 staging / "pp.json" if postprocess else None,
                 folds,
                 Path(degraded),
+                mode,
             )
         doc = {
             **card,
