@@ -36,6 +36,18 @@ def test_every_bundled_card_matches_its_files():
         )
 
 
+def test_docs_show_the_card_of_every_bundled_model_as_shipped():
+    """docs/models.md carries each bundled model's card (glioseg models show NAME): a repackaged
+    model whose docs were not updated fails here, by its checksum."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    for card in bundled_cards():
+        assert card.checksum in text, f"docs/models.md does not show {card.name} {card.version} as bundled"
+        headings = [line for line in text.splitlines() if line.startswith(f"## {card.name} ")]
+        assert any(card.version in h for h in headings), (card.name, card.version, headings)
+
+
 def test_a_changed_or_added_file_is_refused(tmp_path):
     copy = tmp_path / "demo"
     shutil.copytree(DEMO_MODEL, copy)
