@@ -42,8 +42,8 @@ def card_text(card: ModelCard) -> str:
                 f"{g['name']} " + " / ".join(f"{g['weights'][r]:.3f}" for r in REGIONS) for g in weighted
             )
         )
-    if doc.get("default_mode", "default") != "default":
-        lines.append(f"- mode without --mode: {doc['default_mode']} (glioseg predict --mode to change it)")
+    if card.default_mode != "default":
+        lines.append(f"- mode without --mode: {card.default_mode} (glioseg predict --mode to change it)")
     for key in ("provenance", "retrain", "wall_time"):
         if doc.get(key):
             lines.append(f"- {key.replace('_', ' ')}: {doc[key]}")
