@@ -87,6 +87,33 @@ def test_mednext_gradient_checkpointing_gives_the_same_gradients():
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
+def test_mednext_upsampling_in_the_default_format_matches_monais_network_in_channels_last():
+    """The up-sampling blocks' depth-wise transposed convolutions run in the default memory format
+    (faster on the CPU); outputs, gradients and output memory format equal MONAI's own network."""
+    from monai.networks.nets import MedNeXt
+
+    config = model_config("mednext-s-k3", 3, base_features=4)
+    ours = build_model(config)
+    kwargs = {k: v for k, v in config.arch_kwargs.items() if k != "gradient_checkpointing"}
+    monai = MedNeXt(spatial_dims=3, in_channels=4, out_channels=3, deep_supervision=True, **kwargs)
+    monai.load_state_dict(ours.state_dict())  # same parameter names
+    patched = [m for m in ours.modules() if isinstance(m, torch.nn.ConvTranspose3d) and "forward" in vars(m)]
+    assert patched and all(m.groups > 1 for m in patched)
+    x = torch.randn(2, 4, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    outputs, grads = [], []
+    for network in (ours, monai):
+        network = network.to(memory_format=torch.channels_last_3d).train()
+        network.zero_grad()
+        out = network(x)
+        sum((o * o).sum() for o in out).backward()
+        outputs.append(out[0].detach())
+        grads.append(torch.cat([p.grad.flatten() for p in network.parameters()]))
+    assert outputs[0].is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-4)
+
+
 def test_memory_estimate_grows_with_patch_and_batch():
     config = model_config("nnunet", 5, base_features=8)
     small = estimate_training_memory(config, (32, 32, 32), 2)

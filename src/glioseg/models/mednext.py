@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 MEDNEXT_PRESETS: dict[str, dict[str, list[int]]] = {
@@ -80,10 +81,38 @@ def _checkpointed(block: nn.Module):
     return forward
 
 
+def _contiguous_forward(conv: nn.ConvTranspose3d):
+    """``conv``'s forward computed in the default memory format, returned in the input's format."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        out = F.conv_transpose3d(
+            x.contiguous(),
+            conv.weight.contiguous(),
+            conv.bias,
+            conv.stride,
+            conv.padding,
+            conv.output_padding,
+            conv.groups,
+            conv.dilation,
+        )
+        if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last_3d)
+        return out
+
+    return forward
+
+
 def build_mednext(
     arch_kwargs: dict[str, Any], in_channels: int, out_channels: int, deep_supervision: bool = True
 ) -> nn.Module:
-    """Instantiate MONAI's MedNeXt; parameter names are MONAI's, whatever the checkpointing."""
+    """Instantiate MONAI's MedNeXt; parameter names are MONAI's, whatever the checkpointing.
+
+    The depth-wise transposed convolutions of the up-sampling blocks always run in the default
+    memory format, even when the network runs in ``channels_last_3d``
+    (:func:`glioseg.models.prefers_channels_last`): PyTorch's CPU kernel for them is several
+    times slower in ``channels_last_3d`` (docs/performance.md, "MedNeXt up-sampling"); the
+    result is the same convolution, returned in the input's memory format.
+    """
     from monai.networks.nets import MedNeXt
 
     kwargs = dict(arch_kwargs)
@@ -95,6 +124,9 @@ def build_mednext(
         deep_supervision=deep_supervision,
         **kwargs,
     )
+    for module in network.modules():  # the up-sampling blocks' depth-wise transposed convolutions
+        if isinstance(module, nn.ConvTranspose3d) and module.groups > 1:
+            module.forward = _contiguous_forward(module)
     if use_checkpointing:
         stages = [*network.enc_stages, network.bottleneck, *network.dec_stages]
         for stage in stages:
