@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from glioseg.data.cases import discover_cases, load_case
+from glioseg.data.preprocess import preprocess_case, restore_to_original
 from glioseg.errors import ConfigError
 from glioseg.infer.ensemble import segment_case
 from glioseg.infer.models import find_members
@@ -108,6 +109,32 @@ def test_fast_mode_uses_the_first_member_only(small_cohort, tmp_path):
         data, [find_members(folds / "fold_0")], settings=InferenceSettings(tta="none", window="whole")
     )
     assert np.array_equal(first_only.probabilities, fold0.probabilities)
+
+
+def test_balanced_mode_is_every_member_in_one_whole_pass_with_its_own_mirroring(small_cohort, tmp_path):
+    """``balanced`` = the mean of each member's single whole-crop pass, member k mirrored the k-th way."""
+    folds = tmp_path / "cv"
+    write_random_model(folds / "fold_0", seed=1)
+    write_random_model(folds / "fold_1", seed=2)
+    data = load_case(discover_cases(small_cohort).cases[0], with_label=False)
+    balanced = InferenceSettings.for_mode("balanced")
+    assert (balanced.window, balanced.tta, balanced.members_per_group) == ("whole", "spread", None)
+    both = segment_case(data, [find_members(folds)], settings=balanced)
+    singles = []
+    for k in range(2):
+        member = find_members(folds / f"fold_{k}").members[0]
+        image, _, info = preprocess_case(data, tuple(float(s) for s in member.plan.target_spacing))
+        probs = predict_probabilities(
+            member.load("cpu"),
+            image,
+            member.plan.patch_size,
+            balanced.with_(device="cpu", channels_last=False),
+            member_flips("spread", k, data.affine),
+            divisor=2 ** (member.config.n_stages - 1),
+        )
+        singles.append(restore_to_original(probs, info))
+    assert member_flips("spread", 1, data.affine) != [()]  # the second member is mirrored
+    assert np.allclose(both.probabilities, (singles[0] + singles[1]) / 2, atol=1e-5)
 
 
 def test_channels_last_gives_the_same_probabilities(small_cohort, tmp_path):

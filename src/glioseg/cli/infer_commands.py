@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from glioseg.cli._common import console, exit_if_failures, parse_triple, reports_errors
+from glioseg.infer.settings import MODES
 
 
 class TTA(str, Enum):
@@ -17,11 +18,7 @@ class TTA(str, Enum):
     spread = "spread"
 
 
-class Mode(str, Enum):
-    default = "default"
-    fast = "fast"
-    accurate = "accurate"
-    reference = "reference"
+Mode = Enum("Mode", {name: name for name in MODES}, type=str)  # glioseg.infer.settings.MODES
 
 
 def predict(
@@ -41,7 +38,8 @@ def predict(
     ),
     mode: Mode | None = typer.Option(
         None,
-        help="fast (CPU: first member, one pass over the brain crop), accurate (all members, one mirroring each), "
+        help="fast (CPU: first member, one pass over the brain crop), balanced (all members, one pass over the "
+        "brain crop and one mirroring each), accurate (all members, sliding windows, one mirroring each), "
         "reference, default (every member, left-right mirroring). Without it: a bundled model's recommended mode "
         "(glioseg models), else default.",
     ),

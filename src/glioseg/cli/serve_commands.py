@@ -23,7 +23,7 @@ def serve(
     ),
     mode: str | None = typer.Option(
         None,
-        help="Inference mode as in glioseg predict: default, fast (CPU, quickest) or accurate "
+        help="Inference mode as in glioseg predict: default, fast (CPU, quickest), balanced or accurate "
         "(default: the model's recommended mode, as glioseg predict without --mode).",
     ),
     data_dir: Path = typer.Option(
@@ -37,11 +37,11 @@ def serve(
 
     from glioseg.data.io import check_output_folder
     from glioseg.serve.app import ServeConfig, create_app, is_loopback
-    from glioseg.serve.runner import load_model
+    from glioseg.serve.runner import SERVE_MODES, load_model
 
     check_output_folder(data_dir)
-    if mode is not None and mode not in ("default", "fast", "accurate"):
-        raise typer.BadParameter(f"--mode must be default, fast or accurate, got {mode!r}")
+    if mode is not None and mode not in SERVE_MODES:
+        raise typer.BadParameter(f"--mode must be one of {', '.join(SERVE_MODES)}, got {mode!r}")
     chosen = load_model(model, mode)
     config = ServeConfig(data_dir=data_dir, host=host, port=port)
     app = create_app(config, chosen)

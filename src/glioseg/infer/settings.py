@@ -11,6 +11,9 @@ Named modes (``glioseg predict --mode``); every setting can still be changed alo
 ``fast``       the first member of each ``--model``, one pass over the whole brain crop with
                window-matched normalisation, no mirroring: the CPU configuration for clinics
                without GPUs.
+``balanced``   every member, one pass over the whole brain crop each (window-matched
+               normalisation), the 8 mirrorings spread over the members (member *k* gets the
+               *k*-th): the full ensemble at about half of ``accurate``'s time.
 ``accurate``   every member, sliding windows, one mirroring per member: the 8 mirrorings
                spread over the members (member *k* gets the *k*-th), so a 2 x 5-fold ensemble
                still covers them at 1/8 of the reference's passes.
@@ -115,6 +118,7 @@ class InferenceSettings:
 MODES: dict[str, InferenceSettings] = {
     "default": InferenceSettings(mode="default"),
     "fast": InferenceSettings(mode="fast", tta="none", window="whole", members_per_group=1),
+    "balanced": InferenceSettings(mode="balanced", tta="spread", window="whole"),
     "accurate": InferenceSettings(mode="accurate", tta="spread"),
     "reference": InferenceSettings(mode="reference", tta="full"),
 }

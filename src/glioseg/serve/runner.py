@@ -25,9 +25,12 @@ from glioseg.data.labels import LABEL_NAMES, REGIONS
 from glioseg.errors import GliosegError, InputError
 from glioseg.infer.batch import PredictOptions, predict_cases
 from glioseg.infer.models import ResolvedModels, resolve_models
-from glioseg.infer.settings import InferenceSettings
+from glioseg.infer.settings import MODES, InferenceSettings
 from glioseg.models.catalog import bundled_cards
 from glioseg.serve.jobs import DONE, FAILED, PREPARING, SEGMENTING, Job, JobStore
+
+#: The modes a server may run: every named mode but ``reference`` (the yardstick, minutes per case).
+SERVE_MODES = tuple(m for m in MODES if m != "reference")
 
 #: The model ``glioseg serve`` uses when none is named: the real one when bundled, else the demo.
 PREFERRED_MODELS = ("brats-2mm", "demo")
@@ -67,7 +70,7 @@ class ServeModel:
 
 def load_model(name: str | None = None, mode: str | None = None) -> ServeModel:
     """Resolve ``name`` (a bundled model or a run folder; default :func:`default_model_name`) with
-    ``glioseg predict``'s ``mode`` (``default``, ``fast``, ``accurate``; ``None``: the bundle's
+    ``glioseg predict``'s ``mode`` (one of :data:`SERVE_MODES`; ``None``: the bundle's
     recommended mode), the bundle's ensemble weights and post-processing: a job's label map is
     then ``glioseg predict``'s with the same mode."""
     name = name or default_model_name()
