@@ -44,14 +44,28 @@ def run_fold(options: TrainOptions, fold: int, printer=print):
     return fold_dir
 
 
-def predict_out_of_fold(cv_dir: Path, data: Path, folds, tta: str = "flip", printer=print) -> Path:
-    """Predict each fold's validation cases with that fold's model into ``cv_dir/oof``."""
+def predict_out_of_fold(
+    cv_dir: Path,
+    data: Path,
+    folds,
+    tta: str = "flip",
+    printer=print,
+    settings=None,
+    oof: Path | None = None,
+) -> Path:
+    """Predict each fold's validation cases with that fold's model into ``oof`` (default ``cv_dir/oof``).
+
+    ``settings`` (an :class:`glioseg.infer.settings.InferenceSettings`, default sliding windows
+    with mirroring ``tta``) lets a benchmark measure the out-of-fold accuracy of another inference
+    configuration (``benchmarks/oof_settings.py``).  Cases whose probabilities exist are skipped.
+    """
     from glioseg.infer.batch import PredictOptions, predict_cases
     from glioseg.infer.models import find_members
     from glioseg.infer.settings import InferenceSettings
 
     cases = discover_cases(data).by_id()
-    oof = cv_dir / "oof"
+    oof = Path(oof) if oof is not None else cv_dir / "oof"
+    settings = settings or InferenceSettings(tta=tta)
     for k, fold in enumerate(folds):
         todo = [cases[c] for c in fold["val"] if not (oof / f"{c}_probabilities.npz").exists()]
         if not todo:
@@ -61,7 +75,7 @@ def predict_out_of_fold(cv_dir: Path, data: Path, folds, tta: str = "flip", prin
             todo,
             [group],
             oof,
-            PredictOptions(InferenceSettings(tta=tta), save_probabilities=True),
+            PredictOptions(settings, save_probabilities=True),
             printer=printer,
         )
         if report.failed:
