@@ -25,18 +25,22 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from glioseg.data.labels import REGIONS
-from glioseg.evaluate import evaluate
-from glioseg.infer.settings import InferenceSettings
-from glioseg.infer.weights import combine_out_of_fold
-from glioseg.postprocess.selection import paired_statistics
-from glioseg.train.crossval import predict_out_of_fold
-from glioseg.train.splits import load_splits
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import machine_record, write_result  # noqa: E402
+
+from glioseg.data.labels import REGIONS  # noqa: E402
+from glioseg.evaluate import evaluate  # noqa: E402
+from glioseg.infer.settings import InferenceSettings  # noqa: E402
+from glioseg.infer.weights import combine_out_of_fold  # noqa: E402
+from glioseg.postprocess.selection import paired_statistics  # noqa: E402
+from glioseg.train.crossval import predict_out_of_fold  # noqa: E402
+from glioseg.train.splits import load_splits  # noqa: E402
 
 
 def lesionwise_dice(pred: Path, gt: Path, definition: str) -> dict[str, np.ndarray]:
@@ -105,8 +109,15 @@ def main() -> None:
         )
     print(f"\nnext: python benchmarks/postprocess_loo.py --pred {ensemble} --gt {args.data}")
     if args.json is not None:
-        args.json.write_text(
-            json.dumps({"settings": settings.to_dict(), "seconds_per_case": seconds, "dice": stats}, indent=1)
+        write_result(
+            args.json,
+            {
+                **machine_record(),
+                "command": "python benchmarks/oof_settings.py " + " ".join(sys.argv[1:]),
+                "settings": settings.to_dict(),
+                "seconds_per_case": seconds,
+                "dice": stats,
+            },
         )
         print(f"wrote {args.json}")
 
