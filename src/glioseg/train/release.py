@@ -78,18 +78,25 @@ def _scores(pred: Path, data: Path) -> dict[str, dict[str, float]]:
     return score_summary(run.results)
 
 
+def _shipped_pipeline(weights, postprocess: Path | None, mode: str):
+    """The settings of ``mode`` on the CPU, the post-processing hook (or ``None``) and the
+    per-group (WT, TC, ET) weights (or ``None``) of a bundle, as ``glioseg predict`` uses them."""
+    settings = InferenceSettings.for_mode(mode, device="cpu")
+    hook = make_postprocessor(PostprocessConfig.load(postprocess)) if postprocess else None
+    w = None if weights is None else [[float(x[r]) for r in REGIONS] for x in weights]
+    return settings, hook, w
+
+
 def regression_scores(
     groups, weights, postprocess: Path | None, cases, mode: str = "default"
 ) -> dict[str, dict[str, float]]:
     """Lesion-wise Dice of the shipped pipeline (the bundle's recommended ``mode``, weights and
     post-processing, float16 weights as shipped) on a few labelled cases: recorded in the card at
     release so that a test can tell when the pipeline's results drift."""
-    settings = InferenceSettings.for_mode(mode, device="cpu")
-    hook = make_postprocessor(PostprocessConfig.load(postprocess)) if postprocess else None
+    settings, hook, w = _shipped_pipeline(weights, postprocess, mode)
     out = {}
     for case in cases:
         data = load_case(case)
-        w = None if weights is None else [[float(x[r]) for r in REGIONS] for x in weights]
         labels = segment_case(data, groups, w, settings).labels
         if hook is not None:
             labels = hook(labels, data)
@@ -115,9 +122,7 @@ def degraded_scores(
     severity and seed of the copies with :func:`score_summary` of the results.
     """
     cases = discover_cases(degraded).by_id()
-    settings = InferenceSettings.for_mode(mode, device="cpu")
-    hook = make_postprocessor(PostprocessConfig.load(postprocess)) if postprocess else None
-    w = None if weights is None else [[float(x[r]) for r in REGIONS] for x in weights]
+    settings, hook, w = _shipped_pipeline(weights, postprocess, mode)
     results = []
     record: dict[str, Any] = {}
     for k, fold in enumerate(folds):
