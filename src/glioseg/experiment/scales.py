@@ -19,7 +19,9 @@ class Scale:
     ``adult`` phantoms of the phantom source cohorts, and there is no test cohort (``n_test`` 0):
     every arm is scored out of fold on the target.  ``mednext_*_epochs`` (None: as nnU-Net)
     shorten the slower MedNeXt's stages; ``pretrain_val_fraction`` is the share of the source
-    held out of pre-training to validate it.
+    held out of pre-training to validate it.  ``reuse_memory`` trains with
+    :attr:`glioseg.train.run.TrainOptions.reuse_memory` (faster on the CPU for about twice the
+    peak memory; docs/performance.md).
     """
 
     name: str
@@ -48,6 +50,7 @@ class Scale:
     pretrain_val_fraction: float = 0.2
     mednext_pretrain_epochs: int | None = None
     mednext_finetune_epochs: int | None = None
+    reuse_memory: bool = False
 
     @property
     def is_real(self) -> bool:
@@ -165,6 +168,7 @@ SCALES["real"] = Scale(
     pretrain_val_fraction=0.0,
     mednext_pretrain_epochs=12,
     mednext_finetune_epochs=6,
+    reuse_memory=True,
 )
 # the real-anatomy code path in CI: `tiny`'s networks on 2 clean + 4 degraded real cases (trained at
 # 4 mm), 2 small phantoms, 2 folds

@@ -182,6 +182,7 @@ class Experiment:
             seed=self.seed,
             progress_bar=False,
             val_every=max(1, kwargs.get("epochs", 1)),
+            reuse_memory=s.reuse_memory,
         )
         common.update(kwargs)
         return TrainOptions(**common)
@@ -248,6 +249,8 @@ class Experiment:
             args += ["--no-augment"]
         if not options.splits and options.val_fraction != 0.2:
             args += ["--val-fraction", options.val_fraction]
+        if options.reuse_memory:
+            args += ["--reuse-memory"]
         self.command(*args)
 
     def cross_validation(
