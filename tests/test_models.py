@@ -1,5 +1,6 @@
 """Network registry, presets, memory estimate and non-pickle checkpoints."""
 
+import copy
 import pickle
 
 import numpy as np
@@ -16,6 +17,7 @@ from glioseg.models.checkpoint import (
     save_model,
     save_tree,
 )
+from glioseg.models.mednext import ContiguousConvTranspose3d
 from glioseg.models.memory import estimate_training_memory
 
 
@@ -97,8 +99,17 @@ def test_mednext_upsampling_in_the_default_format_matches_monais_network_in_chan
     kwargs = {k: v for k, v in config.arch_kwargs.items() if k != "gradient_checkpointing"}
     monai = MedNeXt(spatial_dims=3, in_channels=4, out_channels=3, deep_supervision=True, **kwargs)
     monai.load_state_dict(ours.state_dict())  # same parameter names
-    patched = [m for m in ours.modules() if isinstance(m, torch.nn.ConvTranspose3d) and "forward" in vars(m)]
+    patched = [m for m in ours.modules() if isinstance(m, ContiguousConvTranspose3d)]
     assert patched and all(m.groups > 1 for m in patched)
+    twin = copy.deepcopy(ours)  # a copy computes with its own weights, not the original's
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(2)
+    fresh = build_model(config)
+    fresh.load_state_dict(twin.state_dict())
+    probe = torch.randn(1, 4, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(twin.eval()(probe)[0], fresh.eval()(probe)[0], atol=1e-5)
     x = torch.randn(2, 4, 16, 16, 16, generator=torch.Generator().manual_seed(1))
     x = x.contiguous(memory_format=torch.channels_last_3d)
     outputs, grads = [], []

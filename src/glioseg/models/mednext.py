@@ -81,25 +81,30 @@ def _checkpointed(block: nn.Module):
     return forward
 
 
-def _contiguous_forward(conv: nn.ConvTranspose3d):
-    """``conv``'s forward computed in the default memory format, returned in the input's format."""
+class ContiguousConvTranspose3d(nn.ConvTranspose3d):
+    """A transposed convolution computed in the default memory format and returned in the input's.
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    Same parameters and state-dict keys as :class:`torch.nn.ConvTranspose3d`; swapped in as the
+    class of existing modules (so copies and pickles of a network keep working).
+    """
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        output_padding = self._output_padding(
+            x, output_size, self.stride, self.padding, self.kernel_size, 3, self.dilation
+        )
         out = F.conv_transpose3d(
             x.contiguous(),
-            conv.weight.contiguous(),
-            conv.bias,
-            conv.stride,
-            conv.padding,
-            conv.output_padding,
-            conv.groups,
-            conv.dilation,
+            self.weight.contiguous(),
+            self.bias,
+            self.stride,
+            self.padding,
+            output_padding,
+            self.groups,
+            self.dilation,
         )
         if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
             out = out.contiguous(memory_format=torch.channels_last_3d)
         return out
-
-    return forward
 
 
 def build_mednext(
@@ -125,8 +130,8 @@ def build_mednext(
         **kwargs,
     )
     for module in network.modules():  # the up-sampling blocks' depth-wise transposed convolutions
-        if isinstance(module, nn.ConvTranspose3d) and module.groups > 1:
-            module.forward = _contiguous_forward(module)
+        if type(module) is nn.ConvTranspose3d and module.groups > 1:
+            module.__class__ = ContiguousConvTranspose3d
     if use_checkpointing:
         stages = [*network.enc_stages, network.bottleneck, *network.dec_stages]
         for stage in stages:
