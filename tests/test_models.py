@@ -87,6 +87,19 @@ def test_mednext_gradient_checkpointing_gives_the_same_gradients():
         sum(o.sum() for o in network(x)).backward()
         grads.append(torch.cat([p.grad.flatten() for p in network.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+    twin = copy.deepcopy(checkpointed)  # a copy's checkpointed blocks run the copy's own weights
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(2)
+    plain.load_state_dict(twin.state_dict())
+    for network in (twin, plain):
+        network.zero_grad()
+        sum(o.sum() for o in network(x)).backward()
+    assert torch.allclose(
+        torch.cat([p.grad.flatten() for p in twin.parameters()]),
+        torch.cat([p.grad.flatten() for p in plain.parameters()]),
+        atol=1e-4,
+    )
 
 
 def test_mednext_upsampling_in_the_default_format_matches_monais_network_in_channels_last():

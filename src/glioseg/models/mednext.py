@@ -20,6 +20,7 @@ Gradient checkpointing (recompute each block in the backward pass) is on for M a
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import torch
@@ -70,15 +71,13 @@ def mednext_arch_kwargs(
     }
 
 
-def _checkpointed(block: nn.Module):
-    original = block.forward
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if block.training and torch.is_grad_enabled():
-            return checkpoint(original, x, use_reentrant=False)
-        return original(x)
-
-    return forward
+def _checkpointed_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block``'s own forward, recomputed in the backward pass while training (bound to each block
+    as a method, so that a copy of the network binds it to the copied block)."""
+    original = type(block).forward
+    if block.training and torch.is_grad_enabled():
+        return checkpoint(original, block, x, use_reentrant=False)
+    return original(block, x)
 
 
 class ContiguousConvTranspose3d(nn.ConvTranspose3d):
@@ -136,5 +135,5 @@ def build_mednext(
         stages = [*network.enc_stages, network.bottleneck, *network.dec_stages]
         for stage in stages:
             for block in stage:
-                block.forward = _checkpointed(block)
+                block.forward = types.MethodType(_checkpointed_forward, block)
     return network
