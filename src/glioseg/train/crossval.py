@@ -24,6 +24,7 @@ from glioseg.data.cases import discover_cases
 from glioseg.data.io import check_output_folder, write_text_atomic
 from glioseg.data.labels import REGIONS
 from glioseg.errors import ConfigError, InputError
+from glioseg.infer.settings import InferenceSettings
 from glioseg.train.run import TrainOptions, resume, train
 from glioseg.train.splits import load_splits
 
@@ -45,27 +46,19 @@ def run_fold(options: TrainOptions, fold: int, printer=print):
 
 
 def predict_out_of_fold(
-    cv_dir: Path,
-    data: Path,
-    folds,
-    tta: str = "flip",
-    printer=print,
-    settings=None,
-    oof: Path | None = None,
+    cv_dir: Path, data: Path, folds, settings: InferenceSettings, printer=print, oof: Path | None = None
 ) -> Path:
     """Predict each fold's validation cases with that fold's model into ``oof`` (default ``cv_dir/oof``).
 
-    ``settings`` (an :class:`glioseg.infer.settings.InferenceSettings`, default sliding windows
-    with mirroring ``tta``) lets a benchmark measure the out-of-fold accuracy of another inference
-    configuration (``benchmarks/oof_settings.py``).  Cases whose probabilities exist are skipped.
+    ``settings``: how (``glioseg train --fold all`` uses sliding windows with its ``--tta``; a
+    benchmark can measure another configuration, ``benchmarks/oof_settings.py``).  Cases whose
+    probabilities exist are skipped.
     """
     from glioseg.infer.batch import PredictOptions, predict_cases
     from glioseg.infer.models import find_members
-    from glioseg.infer.settings import InferenceSettings
 
     cases = discover_cases(data).by_id()
     oof = Path(oof) if oof is not None else cv_dir / "oof"
-    settings = settings or InferenceSettings(tta=tta)
     for k, fold in enumerate(folds):
         todo = [cases[c] for c in fold["val"] if not (oof / f"{c}_probabilities.npz").exists()]
         if not todo:
@@ -130,7 +123,7 @@ def cross_validate(options: TrainOptions, tta: str = "flip", printer=print) -> d
     cv_dir.mkdir(parents=True, exist_ok=True)
     for k in range(len(folds)):
         run_fold(options, k, printer)
-    predict_out_of_fold(cv_dir, Path(options.data), folds, tta, printer)
+    predict_out_of_fold(cv_dir, Path(options.data), folds, InferenceSettings(tta=tta), printer)
     summary = summarize_cross_validation(cv_dir, Path(options.data), folds)
     overall = summary["overall"]
     printer(
