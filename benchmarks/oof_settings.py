@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -72,9 +70,10 @@ def main() -> None:
     settings = InferenceSettings(
         tta=args.tta, window=args.window, overlap=args.overlap, window_norm=not args.global_norm
     )
+    machine = machine_record()
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{os.environ.get('OMP_NUM_THREADS', 'default')} threads; settings: {settings.to_dict()}"
+        f"machine: {machine['cpu']}, {machine['cpu_count']} cores, "
+        f"{machine['OMP_NUM_THREADS'] or 'default'} threads; settings: {settings.to_dict()}"
     )
     runs = []
     seconds = {}
@@ -112,7 +111,7 @@ def main() -> None:
         write_result(
             args.json,
             {
-                **machine_record(),
+                **machine,
                 "command": "python benchmarks/oof_settings.py " + " ".join(sys.argv[1:]),
                 "settings": settings.to_dict(),
                 "seconds_per_case": seconds,
