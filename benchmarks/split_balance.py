@@ -1,6 +1,7 @@
 """How much better radiomics-stratified folds balance a mixed cohort than volume-stratified and random folds.
 
 Usage: python benchmarks/split_balance.py [--cohorts 3] [--seeds 5] [--per-domain 15] [--folds 5]
+    [--json benchmarks/results/split_balance.json]
 
 For each synthetic cohort (``--per-domain`` adult + as many BraTS-Africa-like ``ssa``
 cases, 48x48x40 voxels at 4 mm), features are computed in memory and, for each fold
@@ -13,6 +14,9 @@ seeds):
 - domain chi2: the same for the adult/ssa domain, which no strategy sees;
 - volume chi2: the same for WT-volume quartiles;
 - share of 200 random (KFold) splits that are less balanced by cluster.
+
+``--json`` also writes every run's row with where and with what it ran
+(``benchmarks/provenance.py``); docs/transfer.md quotes that file (``scripts/docs_numbers.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from provenance import machine_record, write_result  # noqa: E402  (benchmarks/provenance.py)
 
 from glioseg.data.radiomics import case_features  # noqa: E402
 from glioseg.data.synthetic import generate_case  # noqa: E402
@@ -56,8 +61,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--per-domain", type=int, default=15)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write every run's row here")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    machine = machine_record(("scikit-learn", "pandas"))
     results = []
     for c in range(args.cohorts):
         t0 = time.perf_counter()
@@ -103,6 +110,13 @@ def main() -> None:
         f"median cluster chi2 of 200 random KFold splits (mean over runs): {table['random_median'].mean():.2f}"
     )
     print(f"clusters chosen (k): {sorted(table['k'].unique().tolist())}")
+    if args.json:
+        settings = {k: getattr(args, k) for k in ("cohorts", "seeds", "per_domain", "folds")}
+        command = "python benchmarks/split_balance.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in settings.items()
+        )
+        result = {"command": command, **settings, "shape": SHAPE, "spacing_mm": SPACING, "runs": results}
+        print(f"wrote {write_result(args.json, {**result, **machine})}")
 
 
 if __name__ == "__main__":
