@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/evaluate_speed.py [--definition brats2024-ssa|brats2023|both]
-        [--data ../shared/data] [--official-dir DIR --official-python PY [--official-cases N]]
+        [--data ../shared/data] [--official-dir DIR --official-python PY [--official-cases [DEFINITION=]N ...]]
+        [--json benchmarks/results/evaluate_speed.json]
 
 glioseg: each case is timed from reading the two NIfTI files to the last metric, on one
 thread (wall and CPU seconds); the one-off start-up (imports, surfel table) is timed
@@ -17,7 +18,9 @@ interpreter with their dependencies (numpy < 2, pandas, scipy, nibabel, cc3d).  
 a subprocess, one case at a time in a scratch folder, timed around
 ``get_LesionWiseResults`` only; legacy GT (ET = 4) is rewritten with ET = 3 beforehand,
 outside the timing, because the official code knows only ET = 3.  The largest absolute
-difference between their numbers and glioseg's is printed too.
+difference between their numbers and glioseg's is printed too.  ``--json`` also writes every
+case's times, the differences and where and with what they were measured
+(``benchmarks/provenance.py``); docs/evaluation.md quotes that file (``scripts/docs_numbers.py``).
 
 Goal (issue 3): <= 1 s per case on one core, >= 30x faster than the official scripts,
 identical numbers.
@@ -33,13 +36,14 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from provenance import machine_record, write_result  # noqa: E402  (benchmarks/provenance.py)
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_KEYS = {
@@ -150,6 +154,17 @@ def _max_difference(mine: dict, theirs: dict) -> tuple[float, int]:
     return worst, count
 
 
+def _official_limit(values: list[str], definition: str) -> int | None:
+    """How many cases the official scripts run for ``definition``: ``["6"]`` means 6 for every
+    definition, ``["brats2024-ssa=6"]`` 6 for that one and all cases for the others."""
+    limit = None
+    for value in values:
+        name, _, number = value.rpartition("=")
+        if name in ("", definition):
+            limit = int(number)
+    return limit
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--definition", choices=["brats2024-ssa", "brats2023", "both"], default="both")
@@ -157,9 +172,14 @@ def main() -> None:
     parser.add_argument("--official-dir", type=Path, default=os.environ.get("GLIOSEG_OFFICIAL_METRICS"))
     parser.add_argument("--official-python", default=os.environ.get("GLIOSEG_OFFICIAL_PYTHON"))
     parser.add_argument(
-        "--official-cases", type=int, default=None, help="time the official scripts on the first N cases"
+        "--official-cases",
+        nargs="+",
+        default=[],
+        help="time the official scripts on the first N cases (N: every definition; DEFINITION=N: that one)",
     )
+    parser.add_argument("--json", default=None, help="also write every case's times here")
     args = parser.parse_args()
+    machine = machine_record(("scipy", "connected-components-3d", "nibabel"))
     pairs = _pairs(args.data)
     if not pairs:
         sys.exit(f"no brats2018 pairs under {args.data}")
@@ -169,20 +189,22 @@ def main() -> None:
     surfel_area_table((1.0, 1.0, 1.0))
     startup = time.perf_counter() - t0
     official_ready = bool(args.official_dir and args.official_python and Path(args.official_dir).is_dir())
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores visible, 1 thread used, "
-        f"load average {load:.1f} at start"
+        f"machine: {machine['cpu']}, {machine['cpu_count']} cores visible, 1 thread used, "
+        f"load average {machine['load_1min']} at start"
     )
     print(
-        f"python {platform.python_version()}; {len(pairs)} pairs (240x240x155, 1 mm); glioseg start-up {startup:.2f} s once"
+        f"python {machine['versions']['python']}; {len(pairs)} pairs (240x240x155, 1 mm); "
+        f"glioseg start-up {startup:.2f} s once"
     )
+    runs = {}
     definitions = ["brats2024-ssa", "brats2023"] if args.definition == "both" else [args.definition]
     for definition in definitions:
         mine = _glioseg(pairs, definition)
         theirs = {}
         if official_ready:
-            subset = pairs[: args.official_cases] if args.official_cases else pairs
+            limit = _official_limit(args.official_cases, definition)
+            subset = pairs[:limit] if limit else pairs
             theirs = _official(
                 subset,
                 "brats2024" if definition == "brats2024-ssa" else "brats2023",
@@ -223,6 +245,19 @@ def main() -> None:
             print(f"numbers: {count} values compared, max abs difference {worst:.3g}")
         elif not official_ready:
             print("official scripts not timed (give --official-dir and --official-python)")
+        runs[definition] = {
+            "glioseg": {c: {"seconds": m["seconds"], "cpu": m["cpu"]} for c, m in mine.items()},
+            "official": {c: {"seconds": o["seconds"], "cpu": o["cpu"]} for c, o in theirs.items()},
+            "values_compared": _max_difference(mine, theirs)[1] if theirs else 0,
+            "max_abs_difference": _max_difference(mine, theirs)[0] if theirs else None,
+        }
+    if args.json:
+        command = "python benchmarks/evaluate_speed.py --definition " + args.definition
+        if official_ready:
+            command += " --official-dir OFFICIAL --official-python OFFICIAL_PYTHON"
+            command += " --official-cases " + " ".join(args.official_cases) if args.official_cases else ""
+        result = {"command": command, "threads": 1, "pairs": len(pairs), "startup_s": startup}
+        print(f"wrote {write_result(args.json, {**result, 'definitions': runs, **machine})}")
 
 
 if __name__ == "__main__":
