@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/predict_speed.py [--plans demo,brats] [--tta none,flip,full] [--folds 5]
                                           [--brats-tta none] [--brats-folds 2] [--threads 2]
+                                          [--json benchmarks/results/predict_speed.json]
 
 For each plan and setting, one child process loads a full-size synthetic BraTS-Africa-like case
 (240x240x155, 1 mm), segments it through the same code as ``glioseg predict`` (preprocessing,
@@ -16,7 +17,8 @@ The 5-fold ensemble uses five members of the same plan (different seeds) with fl
 BraTS plan one member with one pass takes minutes on a 2-core CPU, so by default it is measured
 without mirroring and as a 2-member ensemble (``--brats-tta``, ``--brats-folds``): members are
 streamed one at a time, so peak memory does not grow with the member count and time grows
-linearly with members x mirrorings.
+linearly with members x mirrorings.  ``--json`` also writes every row with where and with what it
+ran (``benchmarks/provenance.py``); docs/performance.md quotes that file (``scripts/docs_numbers.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import machine_record, write_result  # benchmarks/provenance.py
 
 
 def make_brats_member(folder: Path, seed: int) -> Path:
@@ -113,6 +117,7 @@ def main() -> None:
     parser.add_argument("--brats-tta", default="none")
     parser.add_argument("--brats-folds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", default=None, help="also write every row here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -122,6 +127,7 @@ def main() -> None:
 
     from glioseg.data.synthetic import generate_case, write_case
 
+    machine, rows = machine_record(), []
     print(
         f"CPU: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}; full-size synthetic case"
     )
@@ -147,11 +153,23 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                 )
+                row = {"plan": plan, "members": n, "tta": tta}
+                rows.append(row)
                 if proc.returncode:
-                    print(f"{plan:6s} {n:7d} {tta:5s} failed: {proc.stderr.strip().splitlines()[-1]}")
+                    row["failed"] = proc.stderr.strip().splitlines()[-1]
+                    print(f"{plan:6s} {n:7d} {tta:5s} failed: {row['failed']}")
                     continue
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
+                row.update(r)
                 print(f"{plan:6s} {n:7d} {tta:5s} {r['seconds']:8.1f} {r['peak_gib']:13.2f}", flush=True)
+    if args.json:
+        command = (
+            f"OMP_NUM_THREADS={args.threads} python benchmarks/predict_speed.py --plans {args.plans} --tta {args.tta} "
+            f"--folds {args.folds} --brats-tta {args.brats_tta} --brats-folds {args.brats_folds} "
+            f"--threads {args.threads}"
+        )
+        result = {"command": command, "threads": args.threads, "rows": rows}
+        print(f"wrote {write_result(args.json, {**result, **machine})}")
 
 
 if __name__ == "__main__":

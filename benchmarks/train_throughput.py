@@ -1,6 +1,7 @@
 """Training throughput and peak memory of nnU-Net and MedNeXt at the BraTS plan and at CPU plans.
 
 Usage: python benchmarks/train_throughput.py [--steps 2] [--device cpu|cuda] [--only NAME] [--layout auto|default]
+    [--json benchmarks/results/train_throughput.json]
 
 Each configuration runs in its own process (so peak memory is its own): build the network
 through the registry, then ``--steps`` timed training steps (forward with deep supervision,
@@ -11,6 +12,9 @@ configuration whose planner estimate exceeds the machine's free memory is skippe
 ``--layout auto`` (default) uses the memory layout ``glioseg train`` uses
 (``glioseg.models.prefers_channels_last``: ``channels_last_3d`` for MedNeXt on the CPU);
 ``--layout default`` keeps PyTorch's default layout, to measure that lever.
+
+``--json`` also writes every row with where and with what it ran (``benchmarks/provenance.py``);
+docs/performance.md quotes that file (``scripts/docs_numbers.py``).
 
 The comparison with nnunetv2's own trainer (same network, data, patch and batch, with the share
 of loading and augmentation): ``benchmarks/train_peer.py``.
@@ -26,6 +30,8 @@ import resource
 import subprocess
 import sys
 import time
+
+from provenance import machine_record, write_result  # benchmarks/provenance.py
 
 CONFIGS = [
     # name, model, patch, batch, base features, description
@@ -103,6 +109,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", default=None, help="run only configurations whose name contains this")
     parser.add_argument("--layout", choices=("auto", "default"), default="auto")
+    parser.add_argument("--json", default=None, help="also write every row here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -120,6 +127,7 @@ def main() -> None:
     from glioseg.models.memory import estimate_training_memory
     from glioseg.models.plan import n_stages_for_patch
 
+    machine = machine_record()
     free_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 2**30
     if args.device == "cuda":
         free_gib = torch.cuda.mem_get_info()[0] / 2**30
@@ -132,12 +140,16 @@ def main() -> None:
     print(
         f"{'configuration':18s} {'model':14s} {'params':>7s} {'s/iter':>8s} {'iter/s':>8s} {'peak GiB':>9s} {'estimate':>9s}"
     )
+    rows = []
     for name, model, patch, batch, base, description in CONFIGS:
         if args.only and args.only not in name:
             continue
         config = model_config(model, n_stages_for_patch((patch,) * 3), base)
         estimate = estimate_training_memory(config, (patch,) * 3, batch).total_gib
+        row = {"name": name, "model": model, "description": description, "estimate_gib": estimate}
+        rows.append(row)
         if estimate > 0.9 * free_gib:
+            row["skipped"] = f"needs about {estimate:.1f} GiB, {free_gib:.1f} GiB free"
             print(
                 f"{name:18s} {model:14s} skipped: needs about {estimate:.1f} GiB, {free_gib:.1f} GiB free  ({description})"
             )
@@ -156,14 +168,23 @@ def main() -> None:
         ]
         proc = subprocess.run(child, capture_output=True, text=True)
         if proc.returncode != 0:
+            row["failed"] = proc.stderr.strip().splitlines()[-1] if proc.stderr else str(proc.returncode)
             print(
                 f"{name:18s} {model:14s} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}"
             )
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
+        row.update(r)
         print(
             f"{name:18s} {model:14s} {r['params_m']:6.1f}M {r['s_per_iter']:8.2f} {r['it_per_s']:8.3f} {r['peak_gib']:9.2f} {estimate:9.2f}  ({description})"
         )
+    if args.json:
+        command = f"OMP_NUM_THREADS=2 python benchmarks/train_throughput.py --steps {args.steps}"
+        command += f" --device {args.device}" if args.device != "cpu" else ""
+        command += f" --layout {args.layout}" if args.layout != "auto" else ""
+        command += f" --only {args.only}" if args.only else ""
+        result = {"command": command, "device": args.device, "steps": args.steps, "layout": args.layout}
+        print(f"wrote {write_result(args.json, {**result, 'rows': rows, **machine})}")
 
 
 if __name__ == "__main__":
