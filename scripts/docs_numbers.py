@@ -53,6 +53,12 @@ def _provenance(result: dict, command: str) -> str:
     )
 
 
+def _with_provenance(lines: list[str], result: dict, command: str | None = None) -> str:
+    """The Markdown ``lines``, then the line that says where, how and with what they were measured
+    (``command`` defaults to the one the result recorded)."""
+    return "\n".join(lines) + "\n\n" + _provenance(result, command or result["command"]) + "\n"
+
+
 def prepare_speed(r: dict) -> str:
     steps = r["steps_s"]
     rows = [
@@ -84,7 +90,7 @@ def registration_accuracy(r: dict) -> str:
         seconds = [row["seconds"] for row in r["rows"] if row["min_step"] == step]
         name = f"{step:g}" + (" (glioseg's default)" if step == default else "")
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {sum(seconds) / len(seconds):.1f} s |")
-    return "\n".join(lines) + "\n\n" + _provenance(r, "python benchmarks/registration_accuracy.py") + "\n"
+    return _with_provenance(lines, r, "python benchmarks/registration_accuracy.py")
 
 
 def train_peer(r: dict) -> str:
@@ -110,7 +116,7 @@ def train_peer(r: dict) -> str:
         f"{len(r['cases'])} real cases, {g['params_m']:.2f} M parameters on both sides).",
     ]
     command = f"python benchmarks/train_peer.py --iters {r['iters']} --threads {r['threads']} --json ..."
-    return "\n".join(lines) + "\n\n" + _provenance(r, command) + "\n"
+    return _with_provenance(lines, r, command)
 
 
 def cpu_inference_brats2mm(r: dict) -> str:
@@ -146,7 +152,7 @@ def cpu_inference_brats2mm(r: dict) -> str:
         f"| reference ({' / '.join(map(str, members))}) | {times} | "
         f"{max(row['peak_gib'] for row in reference):.1f} | — | — |"
     )
-    return "\n".join(lines) + "\n\n" + _provenance(r, r["command"]) + "\n"
+    return _with_provenance(lines, r)
 
 
 def mednext_upsampling(r: dict) -> str:
@@ -172,7 +178,7 @@ def mednext_upsampling(r: dict) -> str:
         f"Largest difference between the two networks' outputs: {r['max_abs_difference']:.1e}.",
     ]
     command = "python benchmarks/mednext_upsampling.py --json benchmarks/results/mednext_upsampling.json"
-    return "\n".join(lines) + "\n\n" + _provenance(r, command) + "\n"
+    return _with_provenance(lines, r, command)
 
 
 def _median_max(values: list[float]) -> str:
@@ -193,7 +199,7 @@ def synth_speed(r: dict) -> str:
         f"Full-size cases (240×240×155, 1 mm), median of {r['cases']} per domain, one thread; loading the "
         f"atlas once per process adds {r['atlas_load_s']:.1f} s.",
     ]
-    return "\n".join(lines) + "\n\n" + _provenance(r, r["command"]) + "\n"
+    return _with_provenance(lines, r)
 
 
 def features_speed(r: dict) -> str:
@@ -214,7 +220,7 @@ def features_speed(r: dict) -> str:
             f"(as `glioseg features` runs) | {_median_max(real)} | — | — |"
         )
     lines += ["", "Full-size cases (240×240×155, 1 mm), medians, one thread."]
-    return "\n".join(lines) + "\n\n" + _provenance(r, r["command"]) + "\n"
+    return _with_provenance(lines, r)
 
 
 def split_balance(r: dict) -> str:
@@ -244,7 +250,7 @@ def split_balance(r: dict) -> str:
         f"random KFold splits (mean over runs): {np.mean([row['random_median'] for row in runs]):.2f}. "
         f"Silhouette chose k = {', '.join(map(str, ks))}.",
     ]
-    return "\n".join(lines) + "\n\n" + _provenance(r, r["command"]) + "\n"
+    return _with_provenance(lines, r)
 
 
 def evaluate_speed(r: dict) -> str:
@@ -279,7 +285,7 @@ def evaluate_speed(r: dict) -> str:
         f"alone. The once-per-process start-up (imports, surfel table) took {r['startup_s']:.1f} s and is "
         "not included.",
     ]
-    return "\n".join(lines) + "\n\n" + _provenance(r, r["command"]) + "\n"
+    return _with_provenance(lines, r)
 
 
 def train_throughput(r: dict) -> str:
@@ -302,7 +308,7 @@ def train_throughput(r: dict) -> str:
         f"{r['steps']} timed step(s) after one warm-up step, {r['device'].upper()}, each configuration in its "
         "own process; `estimate` is the planner's memory estimate, computed without running the network.",
     ]
-    return "\n".join(lines) + "\n\n" + _provenance(r, r["command"]) + "\n"
+    return _with_provenance(lines, r)
 
 
 PREDICT_PLANS = {
@@ -325,7 +331,7 @@ def predict_speed(r: dict) -> str:
         "sliding windows (overlap 0.5, Gaussian), a fresh process per row; seconds from the loaded case to "
         "the label map on the input grid.",
     ]
-    return "\n".join(lines) + "\n\n" + _provenance(r, r["command"]) + "\n"
+    return _with_provenance(lines, r)
 
 
 RENDERERS: dict[str, Callable[[dict], str]] = {
