@@ -334,6 +334,59 @@ def predict_speed(r: dict) -> str:
     return _with_provenance(lines, r)
 
 
+def experiment(r: dict) -> str:
+    """The arms table and the verdict per claim of a ``glioseg experiment transfer`` run's
+    ``results.json`` (the same numbers as its report)."""
+    regions = ("ET", "TC", "WT")
+
+    def dice(values: list[float]) -> str:
+        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+
+    lines = [
+        "| arm | "
+        + " | ".join(f"Dice {g}" for g in regions)
+        + " | "
+        + " | ".join(f"HD95 {g}" for g in regions)
+        + " |",
+        "| --- " * 7 + "|",
+    ]
+    for arm in r["arms"]:
+        s = arm["scores"]
+        lines.append(
+            f"| {arm['title']} | "
+            + " | ".join(dice(s[f"{g}_dice"]) for g in regions)
+            + " | "
+            + " | ".join(f"{np.mean(s[f'{g}_hd95']):.1f}" for g in regions)
+            + " |"
+        )
+    lines += [
+        "",
+        "Verdict per claim (compared arm minus baseline, lesion-wise Dice ET / TC / WT, 95 % bootstrap CI):",
+        "",
+    ]
+    for claim, c in r["comparisons"].items():
+        diffs = "; ".join(
+            f"{g} {c['regions'][g]['mean_difference']:+.3f} [{c['regions'][g]['ci_low']:+.3f}, {c['regions'][g]['ci_high']:+.3f}]"
+            for g in regions
+        )
+        lines.append(f"- {claim}: **{c['verdict']}** ({diffs})")
+    n = len(r["arms"][0]["scores"]["case_id"])
+    cohort = (
+        "synthetic"
+        if all(r["synthetic"].values())
+        else "real"
+        if not any(r["synthetic"].values())
+        else "mixed"
+    )
+    versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items() if k in ("python", "glioseg", "torch"))
+    lines += [
+        "",
+        f"*Scale `{r['scale']}`, seed {r['seed']}, {n} scored cases ({cohort} cohorts scored); {versions}; "
+        "rendered from the run's committed `results.json` by `python scripts/docs_numbers.py`.*",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "prepare_speed": prepare_speed,
     "registration_accuracy": registration_accuracy,
@@ -346,7 +399,16 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "evaluate_speed": evaluate_speed,
     "train_throughput": train_throughput,
     "predict_speed": predict_speed,
+    "experiment_small": experiment,
 }
+
+# Results that are not benchmark output: an experiment's run, committed with its report.
+RESULT_FILES = {"experiment_small": ROOT / "docs" / "results" / "small" / "results.json"}
+
+
+def result_file(name: str, results: Path = RESULTS) -> Path:
+    """Where the result that numbers block ``name`` renders lives."""
+    return RESULT_FILES.get(name, results / f"{name}.json")
 
 
 def render(text: str, results: Path = RESULTS) -> str:
@@ -356,7 +418,7 @@ def render(text: str, results: Path = RESULTS) -> str:
         name = match.group(2)
         if name not in RENDERERS:
             raise KeyError(f"numbers block '{name}': no renderer (known: {', '.join(RENDERERS)})")
-        result = json.loads((results / f"{name}.json").read_text(encoding="utf-8"))
+        result = json.loads(result_file(name, results).read_text(encoding="utf-8"))
         return match.group(1) + RENDERERS[name](result) + match.group(4)
 
     return BLOCK.sub(replace, text)

@@ -29,8 +29,24 @@ def test_every_renderer_is_quoted_and_records_where_it_ran():
     quoted = {m.group(2) for doc in script.documents() for m in script.BLOCK.finditer(doc.read_text())}
     assert quoted == set(script.RENDERERS)
     for name in script.RENDERERS:
-        result = json.loads((script.RESULTS / f"{name}.json").read_text())
-        assert {"date_utc", "cpu", "cpu_count", "versions"} <= result.keys(), name
+        result = json.loads(script.result_file(name).read_text())
+        if name in script.RESULT_FILES:  # an experiment's run: its report records the machine
+            assert {"scale", "seed", "versions", "arms", "comparisons"} <= result.keys(), name
+        else:
+            assert {"date_utc", "cpu", "cpu_count", "versions"} <= result.keys(), name
+
+
+def test_an_experiment_block_is_its_committed_run():
+    """The README's experiment table is rendered from the run's results.json: a changed score there
+    changes the table, and the verdicts are the run's own."""
+    script = _script()
+    result = json.loads(script.RESULT_FILES["experiment_small"].read_text())
+    text = script.experiment(result)
+    first = result["arms"][0]
+    assert first["title"] in text and all(claim in text for claim in result["comparisons"])
+    first["scores"]["WT_dice"] = [1.0] * len(first["scores"]["WT_dice"])
+    changed = script.experiment(result)
+    assert changed != text and "1.000 ± 0.000" in changed.splitlines()[2]
 
 
 def test_a_changed_result_changes_the_docs(tmp_path):
