@@ -67,8 +67,14 @@ def main() -> None:
     cases = sorted(p for p in Path(args.data).iterdir() if p.is_dir())[: args.cases]
     if len(cases) < 2:
         sys.exit(f"{args.data}: needs at least two labelled cases")
+    command = (
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} python benchmarks/train_memory_reuse.py "
+        f"--cases {args.cases} --model {args.model} --spacing {args.spacing} --patch {args.patch} "
+        f"--base-features {args.base_features} --epochs {args.epochs} --iters {args.iters}"
+    )
     result = {
         **machine_record(),
+        "command": command,
         "model": args.model,
         "plan": {"spacing_mm": args.spacing, "patch": args.patch, "base_features": args.base_features},
         "cases": len(cases),

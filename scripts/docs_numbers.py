@@ -334,6 +334,30 @@ def predict_speed(r: dict) -> str:
     return _with_provenance(lines, r)
 
 
+def train_memory_reuse(r: dict) -> str:
+    runs = [r["runs"]["returned"], r["runs"]["reused"]]
+
+    def kernel(run: dict) -> str:
+        return f"{run['system_s']:.0f} s ({100 * run['system_s'] / (run['user_s'] + run['system_s']):.0f} %)"
+
+    lines = [
+        "| `glioseg train`, one process each | glibc default (memory returned) | `--reuse-memory` (memory kept) |",
+        "| --- | --- | --- |",
+        "| seconds per iteration (median epoch after the first) | "
+        + " | ".join(f"{run['s_per_iter']:.2f}" for run in runs)
+        + " |",
+        "| user CPU time | " + " | ".join(f"{run['user_s']:.0f} s" for run in runs) + " |",
+        "| kernel CPU time (share) | " + " | ".join(kernel(run) for run in runs) + " |",
+        "| peak resident memory | " + " | ".join(f"{run['peak_rss_gib']:.2f} GiB" for run in runs) + " |",
+        "",
+        f"`{r['model']}` at {r['plan']['spacing_mm']} mm, {r['plan']['patch']}³ patches, "
+        f"{r['plan']['base_features']} base features, batch 2, on {r['cases']} real cases; {r['epochs']} epochs of "
+        f"{r['iters_per_epoch']} iterations, no validation; speed-up {r['speedup']:.2f}×, memory "
+        f"×{runs[1]['peak_rss_gib'] / runs[0]['peak_rss_gib']:.2f}.",
+    ]
+    return _with_provenance(lines, r)
+
+
 def experiment(r: dict) -> str:
     """The arms table and the verdict per claim of a ``glioseg experiment transfer`` run's
     ``results.json`` (the same numbers as its report)."""
@@ -399,6 +423,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "evaluate_speed": evaluate_speed,
     "train_throughput": train_throughput,
     "predict_speed": predict_speed,
+    "train_memory_reuse": train_memory_reuse,
     "experiment_small": experiment,
 }
 
