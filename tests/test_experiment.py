@@ -48,6 +48,7 @@ def test_tiny_transfer_experiment_fills_its_report_and_resumes(tmp_path):
         frame = pd.read_csv(out / "test" / arm["key"] / "evaluation" / "per_case.csv").sort_values("case_id")
         assert frame["WT_lesionwise_dice"].tolist() == pytest.approx(arm["scores"]["WT_dice"])
     assert "All numbers below are on synthetic phantoms" in report
+    assert "`glioseg experiment transfer --out EXP --scale tiny --seed 0`" in report  # how to reproduce it
     assert "glioseg synth" in report and "glioseg finetune" in report and "glioseg postprocess tune" in report
     assert set(results["comparisons"]) and all("verdict" in c for c in results["comparisons"].values())
     html = (out / "report.html").read_text()

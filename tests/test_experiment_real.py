@@ -155,6 +155,7 @@ def test_real_tiny_experiment_scores_every_arm_out_of_fold_and_resumes(real_data
     report = (out / "report.md").read_text()
     assert "out of fold" in report and "REAL" in report and str(real) not in report
     assert "glioseg degrade" in report and "--val-fraction 0.0" in report
+    assert "`glioseg experiment transfer --out EXP --scale real-tiny --seed 0 --real REAL`" in report
     assert str(tmp_path) not in json.dumps(results)
 
     # a rerun retrains nothing

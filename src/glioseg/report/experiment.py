@@ -102,6 +102,29 @@ def portable_paths(text: str, exp, folders: dict) -> str:
     return text
 
 
+def reproduce_command(exp, folders: dict) -> str:
+    """The one command that reruns this experiment, with the folders named as in the report:
+    ``EXP`` for the experiment folder, ``REAL`` for a real-anatomy run's cases, ``SOURCE``/
+    ``TARGET``/``TEST`` for user-given cohorts (cohorts the experiment generated need no option).
+
+    >>> from types import SimpleNamespace
+    >>> scale = SimpleNamespace(name="small", is_real=False)
+    >>> exp = SimpleNamespace(out=Path("/x/exp"), scale=scale, seed=0)
+    >>> reproduce_command(exp, {"source": Path("/x/exp/data/source"), "target": Path("/d/t"),
+    ...                         "test": Path("/x/exp/data/test")})
+    'glioseg experiment transfer --out EXP --scale small --seed 0 --target TARGET'
+    """
+    parts = ["glioseg experiment transfer --out EXP", f"--scale {exp.scale.name}", f"--seed {exp.seed}"]
+    if exp.scale.is_real:
+        return " ".join([*parts, "--real REAL"])
+    out = Path(exp.out).resolve()
+    for key in ("source", "target", "test"):
+        folder = Path(folders[key]).resolve()
+        if folder != out and out not in folder.parents:
+            parts.append(f"--{key} {key.upper()}")
+    return " ".join(parts)
+
+
 def _cohorts(doc: Document, exp, folders: dict, synthetic: dict) -> None:
     from glioseg.data.cases import discover_cases
 
@@ -314,6 +337,10 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
             + "; ".join(f"{k} {v / 60:.0f} min" for k, v in estimate.items())
             + "."
         )
+    doc.paragraph(
+        "To reproduce this run on a fresh clone (`make install` first; the run resumes from its finished "
+        "steps when interrupted): `" + reproduce_command(exp, folders) + "`."
+    )
     doc.paragraph(
         "Equivalent commands, in order (the experiment ran them through the Python API); EXP is the "
         "experiment folder (`--out`), SOURCE, TARGET and TEST (REAL) the cohort folders given to it:"
