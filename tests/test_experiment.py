@@ -69,3 +69,21 @@ def test_paired_difference_needs_both_interval_and_test():
     assert many.significant and many.p_wilcoxon < 0.05
     with pytest.raises(ValueError, match="one length"):
         paired_difference([1, 2], [1])
+
+
+def test_verdicts_follow_the_paired_statistics():
+    from glioseg.report.experiment import verdict
+
+    base = [0.5 + 0.01 * i for i in range(12)]
+    up = paired_difference(base, [b + 0.1 + 0.001 * i for i, b in enumerate(base)])  # large and consistent
+    down = paired_difference(base, [b - 0.1 - 0.001 * i for i, b in enumerate(base)])
+    noise = [0.02, -0.03, 0.01, -0.01, 0.03, -0.02, 0.0, 0.01, -0.02, 0.02, -0.01, -0.02]  # mean < 0
+    flat = paired_difference(base, [b + n for b, n in zip(base, noise, strict=True)])
+    small_up = paired_difference([0.5, 0.6, 0.7], [0.6, 0.7, 0.8])  # 3 cases: never significant
+    assert up.significant and down.significant and not flat.significant and not small_up.significant
+    assert verdict([up, up, up]).startswith("reproduced")
+    assert verdict([up, flat, flat]).startswith("partly reproduced: significantly better in 1 of 3")
+    assert verdict([up, up, down]).startswith("not reproduced: significantly worse in 1 of 3")
+    assert verdict([small_up, small_up]) == "inconclusive: better in every region, none significantly"
+    assert flat.mean_difference < 0
+    assert verdict([small_up, flat]) == "inconclusive: no significant difference, directions mixed"

@@ -67,19 +67,30 @@ def _claims(arms_by_key: dict, cv_runs: dict) -> list[tuple[str, str, str]]:
     return claims
 
 
-def _verdict(diffs) -> str:
-    improved = [d for d in diffs if d.mean_difference > 0]
-    significant = [d for d in diffs if d.significant and d.mean_difference > 0]
+def verdict(diffs) -> str:
+    """One claim's verdict from its per-region paired differences (compared arm minus baseline,
+    :func:`glioseg.evaluate.stats.paired_difference`): *reproduced* when every region improves
+    significantly, *partly reproduced* when some do and none is significantly worse, *not
+    reproduced* when any region is significantly worse, and *inconclusive* when no difference is
+    significant (with few cases only large effects can be; the direction is reported).
+
+    >>> from types import SimpleNamespace as D
+    >>> verdict([D(mean_difference=0.02, significant=False), D(mean_difference=0.01, significant=False)])
+    'inconclusive: better in every region, none significantly'
+    >>> verdict([D(mean_difference=0.05, significant=True), D(mean_difference=-0.01, significant=False)])
+    'partly reproduced: significantly better in 1 of 2 regions'
+    """
+    better = [d for d in diffs if d.significant and d.mean_difference > 0]
     worse = [d for d in diffs if d.significant and d.mean_difference < 0]
     if worse:
-        return "not reproduced (significantly worse in " + str(len(worse)) + " region(s))"
-    if len(significant) == len(diffs):
-        return "reproduced in every region (significant)"
-    if significant:
-        return f"partly reproduced (significant in {len(significant)} of {len(diffs)} regions)"
-    if len(improved) == len(diffs):
-        return "same direction in every region, not significant"
-    return "not reproduced (no consistent improvement)"
+        return f"not reproduced: significantly worse in {len(worse)} of {len(diffs)} regions"
+    if len(better) == len(diffs):
+        return "reproduced: significantly better in every region"
+    if better:
+        return f"partly reproduced: significantly better in {len(better)} of {len(diffs)} regions"
+    if all(d.mean_difference > 0 for d in diffs):
+        return "inconclusive: better in every region, none significantly"
+    return "inconclusive: no significant difference, directions mixed"
 
 
 def portable_paths(text: str, exp, folders: dict) -> str:
@@ -236,12 +247,12 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
                     "yes" if d.significant else "no",
                 ]
             )
-        verdict = _verdict(diffs)
-        verdicts.append(f"{claim}: **{verdict}**")
+        claim_verdict = verdict(diffs)
+        verdicts.append(f"{claim}: **{claim_verdict}**")
         comparisons[claim] = {
             "baseline": base,
             "compared": new,
-            "verdict": verdict,
+            "verdict": claim_verdict,
             "regions": {r: d.to_dict() for r, d in zip(ORDER, diffs, strict=True)},
         }
     doc.table(["claim", "region", "mean diff", "95 % CI", "Wilcoxon p", "significant"], claim_rows)
