@@ -72,6 +72,9 @@ def main() -> None:
         f"--cases {args.cases} --model {args.model} --spacing {args.spacing} --patch {args.patch} "
         f"--base-features {args.base_features} --epochs {args.epochs} --iters {args.iters}"
     )
+    out = Path(args.out).resolve()
+    if out != ROOT / "benchmarks" / "results" / "train_memory_reuse.json":  # no machine path in the record
+        command += f" --out {out.relative_to(ROOT) if ROOT in out.parents else 'OUT'}"
     result = {
         **machine_record(),
         "command": command,

@@ -424,6 +424,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "train_throughput": train_throughput,
     "predict_speed": predict_speed,
     "train_memory_reuse": train_memory_reuse,
+    "train_memory_reuse_nnunet": train_memory_reuse,
     "experiment_small": experiment,
 }
 
