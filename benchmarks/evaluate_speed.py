@@ -230,13 +230,13 @@ def main() -> None:
             f"glioseg: mean {statistics.mean(wall):.2f} s/case (median {statistics.median(wall):.2f}, max {max(wall):.2f}; "
             f"cpu mean {statistics.mean(cpu):.2f} s)"
         )
+        worst, count = _max_difference(mine, theirs) if theirs else (None, 0)
         if theirs:
             shared = [c for c in theirs if c in mine]
             off_mean = statistics.mean(theirs[c]["seconds"] for c in shared)
             my_mean = statistics.mean(mine[c]["seconds"] for c in shared)
             off_cpu = statistics.mean(theirs[c]["cpu"] for c in shared)
             my_cpu = statistics.mean(mine[c]["cpu"] for c in shared)
-            worst, count = _max_difference(mine, theirs)
             print(
                 f"official: mean {off_mean:.1f} s/case (cpu {off_cpu:.1f} s) on {len(shared)} case(s); glioseg on the "
                 f"same cases {my_mean:.2f} s/case (cpu {my_cpu:.2f} s): {off_mean / my_mean:.0f}x faster "
@@ -248,8 +248,8 @@ def main() -> None:
         runs[definition] = {
             "glioseg": {c: {"seconds": m["seconds"], "cpu": m["cpu"]} for c, m in mine.items()},
             "official": {c: {"seconds": o["seconds"], "cpu": o["cpu"]} for c, o in theirs.items()},
-            "values_compared": _max_difference(mine, theirs)[1] if theirs else 0,
-            "max_abs_difference": _max_difference(mine, theirs)[0] if theirs else None,
+            "values_compared": count,
+            "max_abs_difference": worst,
         }
     if args.json:
         command = "python benchmarks/evaluate_speed.py --definition " + args.definition
