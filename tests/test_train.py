@@ -88,6 +88,12 @@ def test_loss_falls_and_dice_beats_untrained_model(trained, train_data):
     assert learned[0] > untrained[0] + 0.2, (name, learned, untrained)
     assert learned[0] > 0.4
     assert info["plan"]["patch_size"] == [32, 32, 32] and info["seed"] == 3 and "torch" in info["versions"]
+    # every epoch timed; a busy training process uses CPU time, and not more of it than its threads
+    # (and the loader workers) could in the wall time
+    timing = info["training_time"]
+    assert timing["epochs_timed"] == 6 and timing["wall_seconds"] > 0 and timing["cpu_seconds"] > 0
+    budget = (torch.get_num_threads() + 2) * timing["wall_seconds"] + 1
+    assert timing["cpu_seconds"] < budget, timing
     assert (result.run_dir / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -145,9 +151,11 @@ def test_killed_run_resumes_to_identical_weights(train_data):
     assert set(a) == set(b)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    def log(run):  # the CSV log's rows, without empty cells
+    def log(run):  # the CSV log's rows, without empty cells and the epoch times (which differ)
         with (run / "logs" / "csv" / "metrics.csv").open(newline="") as handle:
-            return [{k: v for k, v in row.items() if v} for row in csv.DictReader(handle)]
+            rows = list(csv.DictReader(handle))
+        assert sum(bool(row.get("epoch_seconds")) for row in rows) == 4  # all epochs timed, once
+        return [{k: v for k, v in row.items() if v and not k.startswith("epoch_")} for row in rows]
 
     # Lightning's CSV logger restarts metrics.csv on resume: the epochs before the crash are kept
     assert len(log(whole.run_dir)) >= 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 import time
 from pathlib import Path
@@ -79,22 +80,37 @@ def _to_tuples(obj):
     return tuple(_to_tuples(v) for v in obj) if isinstance(obj, list | tuple) else obj
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, all its threads, and its reaped children (the
+    data-loader workers of an epoch, which end with it)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class EpochSummary(L.Callback):
-    """One line per epoch: loss, validation Dice, learning rate, time, ETA of the run."""
+    """One line per epoch: loss, validation Dice, learning rate, time, ETA of the run.
+
+    Also logs the epoch's wall seconds (``epoch_seconds``) and the CPU seconds it used
+    (``epoch_cpu_seconds``; see :func:`training_time`), validation included, rank 0 only.
+    """
 
     def __init__(self, printer=print):
         self.printer = printer
         self._start = 0.0
+        self._cpu_start = 0.0
         self._durations: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+        self._cpu_start = _cpu_seconds()
         self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0 or trainer.sanity_checking:
             return
         elapsed = time.perf_counter() - self._start
+        pl_module.log("epoch_seconds", elapsed, rank_zero_only=True)
+        pl_module.log("epoch_cpu_seconds", _cpu_seconds() - self._cpu_start, rank_zero_only=True)
         self._durations.append(elapsed)
         metrics = trainer.callback_metrics
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
@@ -213,6 +229,28 @@ def read_metrics(csv_dir: Path) -> dict[str, list[tuple[int, float]]]:
                         continue
                     series.setdefault(key, {})[epoch] = float(value)
     return {k: sorted(v.items()) for k, v in series.items()}
+
+
+def training_time(csv_dir: Path) -> dict[str, float | int]:
+    """How long the training of a run took, summed over the epochs its CSV logs time.
+
+    ``wall_seconds`` counts every second an epoch was running, including any time the process
+    was paused or shared the CPU; ``cpu_seconds`` counts only the CPU time the training process
+    (all threads) and its data-loader workers used, so on an otherwise idle machine it is about
+    ``wall_seconds`` times the threads kept busy. ``epochs_timed`` may be below the epochs
+    trained when a run began before glioseg logged epoch times.
+
+    >>> training_time("/nonexistent")
+    {'epochs_timed': 0, 'wall_seconds': 0.0, 'cpu_seconds': 0.0}
+    """
+    series = read_metrics(Path(csv_dir))
+    wall = series.get("epoch_seconds", [])
+    cpu = series.get("epoch_cpu_seconds", [])
+    return {
+        "epochs_timed": len(wall),
+        "wall_seconds": round(sum((v for _, v in wall), 0.0), 1),
+        "cpu_seconds": round(sum((v for _, v in cpu), 0.0), 1),
+    }
 
 
 def plot_training_curve(csv_dir: Path, out_png: Path) -> Path | None:

@@ -385,6 +385,7 @@ def _fit(
         plot_training_curve,
         restore_metrics_history,
         stash_metrics_history,
+        training_time,
     )
     from glioseg.train.data import CaseDataset, PatchDataset
     from glioseg.train.module import SegmentationModule
@@ -490,6 +491,7 @@ def _fit(
             "split": split,
             "seed": options.seed,
             "epochs_trained": trainer.current_epoch,
+            "training_time": training_time(out / "logs"),
             "metrics": metrics,
             "trained_on": str(options.data),
             "disclaimer": DISCLAIMER,
