@@ -8,11 +8,14 @@ anatomy and real tumours through the same code as the ``real`` scale, at a size 
 Checks what the long ``--scale real`` run relies on: a source/target split without overlap, target
 cases that are degraded copies with identical labels, out-of-fold predictions of every arm for
 every target case (each by the fold that did not train on it), and a rerun that retrains nothing
-(and, after losing one fold, retrains only that fold).
+(and, after losing one fold, retrains only that fold), and a run restored from the compact
+checkpoint of ``scripts/experiment_checkpoint.py`` (what a later work session has) retrains nothing.
 """
 
+import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -174,3 +177,36 @@ def test_real_tiny_experiment_scores_every_arm_out_of_fold_and_resumes(real_data
     assert again.exit_code == 0, again.output
     changed = {p for p, t in _stamps(out).items() if stamps.get(p) != t}
     assert changed == {arm / "fold_1" / "model.safetensors"}
+
+    # the compact checkpoint a later session restores: no patient images, caches, training checkpoints
+    # or fold weights; float16 pre-trained weights; restored and rerun, it retrains nothing and scores
+    # the same
+    script = _checkpoint_script()
+    original = json.loads((out / "results.json").read_text())
+    saved = script.save(out, tmp_path / "checkpoint")
+    names = {str(rel) for rel in saved}
+    assert not [n for n in names if n.startswith(("data/", "cache/")) or n.endswith(".ckpt")]
+    assert not [n for n in names if n.startswith("cv/") and n.endswith("model.safetensors")]
+    assert not [n for n in names if n.endswith("_probabilities.npz")]  # the ensemble is made
+    pretrained = sorted(n for n in names if n.startswith("pretrained/") and n.endswith("model.json"))
+    assert len(pretrained) == 4
+    for name in pretrained:
+        assert json.loads((tmp_path / "checkpoint" / name).read_text())["weights_dtype"] == "float16"
+    resumed = tmp_path / "resumed"
+    script.restore(tmp_path / "checkpoint", resumed)
+    for remade in ("data", "cache"):  # remade deterministically by the run; linked here to save CI time
+        (resumed / remade).symlink_to(out / remade, target_is_directory=True)
+    args_resumed = [a if a != str(out) else str(resumed) for a in args]
+    again = runner.invoke(app, args_resumed)
+    assert again.exit_code == 0, again.output
+    assert "[cv]" not in again.output and "[pretrain]" not in again.output and "[oof]" not in again.output
+    rescored = json.loads((resumed / "results.json").read_text())
+    assert [a["scores"] for a in rescored["arms"]] == [a["scores"] for a in original["arms"]]
+
+
+def _checkpoint_script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "experiment_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("experiment_checkpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

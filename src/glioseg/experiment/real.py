@@ -43,6 +43,8 @@ _ORIGIN = re.compile(r"^Brats\d*_([^_]+)_")
 
 #: The phantom and combined pre-training sources: their cohort folder and model suffix.
 EXTRA_SOURCES = {"synthetic": "phantoms", "both": "source-both"}
+#: The cross-validation arms combined by the CV-weighted ensemble (their out-of-fold probabilities).
+ENSEMBLE_MEMBERS = ("nnunet-ft-stratified", "mednext-ft-stratified")
 
 
 def origin(case_id: str) -> str:
@@ -250,7 +252,7 @@ def define_real_arms(pretrained: dict[str, Path], cv: dict[str, Path], oof: Path
     def cv_arm(key: str, title: str) -> Arm:
         return Arm(key, title, [cv[key]], predictions=cv[key] / "oof", evaluation=cv[key] / "cv")
 
-    members = [cv["nnunet-ft-stratified"], cv["mednext-ft-stratified"]]
+    members = [cv[key] for key in ENSEMBLE_MEMBERS]
     return [
         cv_arm("nnunet-scratch", "nnU-Net, trained from scratch"),
         Arm(
@@ -323,7 +325,7 @@ def run_real_experiment(
         "mednext-ft-stratified", target, stratified, pretrained=pretrained["mednext"]
     )
     exp.save_state()
-    members = {k: cv[k] for k in ("nnunet-ft-stratified", "mednext-ft-stratified")}
+    members = {k: cv[k] for k in ENSEMBLE_MEMBERS}
     oof = nested_ensemble(exp, members, stratified, target)
     oof_pp = leave_one_out_postprocessing(exp, oof, target)
     exp.save_state()

@@ -192,7 +192,11 @@ class Experiment:
     ) -> dict[str, Path]:
         """Pre-train each of ``architectures`` (default both) on ``source`` into ``pretrained/<arch>[-<tag>]``.
 
-        Every source shares one preprocessing cache (cases are keyed by ID and spacing)."""
+        Every source shares one preprocessing cache (cases are keyed by ID and spacing).  Finished
+        weights are stored in float16, as a released pre-trained model is: fine-tuning starts from
+        what a user would download, and a run resumed from committed float16 weights is the same run.
+        """
+        from glioseg.models.checkpoint import store_float16
         from glioseg.train.run import resume, train
 
         runs = {}
@@ -200,6 +204,7 @@ class Experiment:
             run = self.path("pretrained", f"{arch}-{tag}" if tag else arch)
             runs[arch] = run
             if (run / "model.json").exists():
+                store_float16(run)
                 continue
             self.log(f"[pretrain] {model} on the {tag or 'source'} cohort -> {run}")
             if (run / "run.json").exists():
@@ -216,6 +221,7 @@ class Experiment:
                 )
                 self._record_train("train", options)
                 self.timed(f"pretrain-{run.name}", lambda o=options: train(o, printer=self._quiet))
+            store_float16(run)
         return runs
 
     def _quiet(self, line: str) -> None:

@@ -190,6 +190,26 @@ def save_model(
     return weights, stem.with_suffix(".json")
 
 
+def half_precision(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with every floating-point tensor rounded to float16 (integer buffers kept)."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+def store_float16(path: str | Path) -> bool:
+    """Round the weights of a finished run (or ``model.safetensors``) to float16 in place, as
+    released models are stored; ``model.json`` records ``weights_dtype`` and the versions it was
+    trained with.  Returns False, changing nothing, when they already are float16.
+    """
+    stem = Path(path) / "model" if Path(path).is_dir() else Path(path).with_suffix("")
+    state, info = read_model_files(stem.with_suffix(".safetensors"))
+    if info.get("weights_dtype") == "float16":
+        return False
+    kept = {k: v for k, v in info.items() if k not in ("format", "versions")}
+    kept.setdefault("trained_with_versions", info.get("versions"))
+    save_model(half_precision(state), {**kept, "weights_dtype": "float16"}, stem)
+    return True
+
+
 def read_model_files(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load weights and description from ``model.safetensors`` (or its ``.json``, or a run folder).
 

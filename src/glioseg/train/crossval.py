@@ -8,13 +8,15 @@ A CV run folder::
     CV/cv/per_case.csv, per_lesion.csv, summary.json   lesion-wise metrics of the out-of-fold labels
     CV/cv_summary.json            mean lesion-wise Dice / HD95 per fold and overall
 
-Every step skips finished work, so rerunning after an interruption continues where it stopped
-(an unfinished fold resumes from its last checkpoint).
+Each fold predicts its held-out cases as soon as it has trained, so a finished fold's outputs no
+longer need its weights. Every step skips finished work, so rerunning after an interruption
+continues where it stopped (an unfinished fold resumes from its last checkpoint).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,13 +48,20 @@ def run_fold(options: TrainOptions, fold: int, printer=print):
 
 
 def predict_out_of_fold(
-    cv_dir: Path, data: Path, folds, settings: InferenceSettings, printer=print, oof: Path | None = None
+    cv_dir: Path,
+    data: Path,
+    folds,
+    settings: InferenceSettings,
+    printer=print,
+    oof: Path | None = None,
+    only: Sequence[int] | None = None,
 ) -> Path:
     """Predict each fold's validation cases with that fold's model into ``oof`` (default ``cv_dir/oof``).
 
     ``settings``: how (``glioseg train --fold all`` uses sliding windows with its ``--tta``; a
-    benchmark can measure another configuration, ``benchmarks/oof_settings.py``).  Cases whose
-    probabilities exist are skipped.
+    benchmark can measure another configuration, ``benchmarks/oof_settings.py``).  ``only``: the
+    fold indices to predict (default all).  Cases whose probabilities exist are skipped, and so is
+    a fold with nothing left to predict (its weights are then not read).
     """
     from glioseg.infer.batch import PredictOptions, predict_cases
     from glioseg.infer.models import find_members
@@ -61,7 +70,7 @@ def predict_out_of_fold(
     oof = Path(oof) if oof is not None else cv_dir / "oof"
     for k, fold in enumerate(folds):
         todo = [cases[c] for c in fold["val"] if not (oof / f"{c}_probabilities.npz").exists()]
-        if not todo:
+        if not todo or (only is not None and k not in only):
             continue
         group = find_members(cv_dir / f"fold_{k}")
         report = predict_cases(
@@ -121,9 +130,10 @@ def cross_validate(options: TrainOptions, tta: str = "flip", printer=print) -> d
     folds = load_splits(options.splits)
     cv_dir = check_output_folder(options.out)
     cv_dir.mkdir(parents=True, exist_ok=True)
+    settings = InferenceSettings(tta=tta)
     for k in range(len(folds)):
         run_fold(options, k, printer)
-    predict_out_of_fold(cv_dir, Path(options.data), folds, InferenceSettings(tta=tta), printer)
+        predict_out_of_fold(cv_dir, Path(options.data), folds, settings, printer, only=[k])
     summary = summarize_cross_validation(cv_dir, Path(options.data), folds)
     overall = summary["overall"]
     printer(

@@ -36,7 +36,7 @@ from glioseg.infer.ensemble import segment_case
 from glioseg.infer.models import find_members
 from glioseg.infer.settings import InferenceSettings
 from glioseg.models.catalog import BUNDLED_MODELS, ModelCard, read_card, write_card
-from glioseg.models.checkpoint import DISCLAIMER, canonical_state_dict, save_model
+from glioseg.models.checkpoint import DISCLAIMER, canonical_state_dict, half_precision, save_model
 from glioseg.postprocess.apply import apply_to_files
 from glioseg.postprocess.config import PostprocessConfig, make_postprocessor
 
@@ -191,8 +191,7 @@ def _export_member(
     info = {k: v for k, v in member.info.items() if k not in ("format", "versions")}
     info["trained_with_versions"] = member.info.get("versions")
     state = canonical_state_dict(network)
-    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    save_model(half, {**info, "weights_dtype": "float16"}, target / "model")
+    save_model(half_precision(state), {**info, "weights_dtype": "float16"}, target / "model")
     deviation = fp16_deviation(member_dir, target, check_case)
     if deviation > FP16_TOLERANCE:
         save_model(state, {**info, "weights_dtype": "float32", "fp16_deviation": deviation}, target / "model")
