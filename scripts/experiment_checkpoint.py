@@ -34,6 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from glioseg.data.io import swap_folder
 from glioseg.experiment.real import ENSEMBLE_MEMBERS
 
 #: Remade by the run itself: cohorts (patient images) and preprocessing caches.
@@ -91,19 +92,13 @@ def _copy_staged(files: list[tuple[Path, Path]], dest: Path, replace: bool) -> N
         for source, rel in files:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, staging / rel)
-        if replace and dest.exists():
-            old = dest.with_name(f".{dest.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            dest.rename(old)
-            staging.rename(dest)
-            shutil.rmtree(old)
-        elif dest.exists():  # restore into an existing (empty of experiments) folder: merge
+        if replace or not dest.exists():
+            swap_folder(staging, dest)
+        else:  # restore into an existing (empty of experiments) folder: merge
             for _, rel in files:
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 (staging / rel).replace(dest / rel)
             shutil.rmtree(staging)
-        else:
-            staging.rename(dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

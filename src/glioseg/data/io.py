@@ -277,6 +277,24 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def swap_folder(staging: str | Path, target: str | Path) -> Path:
+    """Move the finished folder ``staging`` onto ``target``, replacing any folder there.
+
+    The old folder is renamed aside first and removed only once ``staging`` is in place, so a
+    reader finds either the old folder or the new one, never a mixture.
+    """
+    staging, target = Path(staging), Path(target)
+    if target.exists():
+        old = target.with_name(f".{target.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old)
+    else:
+        staging.rename(target)
+    return target
+
+
 def read_json(path: str | Path, what: str):
     """Parsed JSON of ``path``; :class:`InputError` ``unreadable <what> (...)`` names the file otherwise."""
     p = Path(path)

@@ -28,7 +28,7 @@ import numpy as np
 
 from glioseg.data.cases import discover_cases, load_case
 from glioseg.data.degrade import RECORD_SUFFIX as DEGRADE_RECORD_SUFFIX
-from glioseg.data.io import read_json
+from glioseg.data.io import read_json, swap_folder
 from glioseg.data.labels import REGIONS
 from glioseg.errors import InputError
 from glioseg.evaluate import CaseResult, evaluate, evaluate_labels
@@ -303,15 +303,7 @@ def package_release(
             "results": results,
         }
         write_card(staging, doc)
-        target = dest_root / name
-        if target.exists():
-            old = dest_root / f".{name}-old"
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old)
-        else:
-            staging.rename(target)
+        swap_folder(staging, dest_root / name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
