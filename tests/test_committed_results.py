@@ -27,7 +27,7 @@ def _tracked(*patterns: str) -> list[Path]:
 @pytest.mark.parametrize(
     ("patterns", "pattern"),
     [
-        (("docs/results", "release", "benchmarks/results"), MACHINE_PATH),
+        (("docs/results", "release", "benchmarks/results", "checkpoints"), MACHINE_PATH),
         (("docs", "README.md"), GUIDE_PATH),
     ],
     ids=["generated", "guides"],
