@@ -9,7 +9,9 @@ is scored **out of fold** on the target, each case by the fold that did not trai
 Steps (each skips finished work, so an interrupted run resumes from its finished arms and folds):
 
 1. cohorts (``data/``): ``source-real`` (links to the clean source cases), ``phantoms``
-   (synthetic ``adult`` cases), ``source-both`` (links to both), ``target`` (degraded copies);
+   (synthetic ``adult`` cases; made only while a pre-training on them is unfinished, so a run
+   restored from a checkpoint does not remake them), ``source-both`` (links to both), ``target``
+   (degraded copies);
 2. radiomic features of the target -> random and radiomics-stratified folds;
 3. pre-training: nnU-Net on each source (real, phantoms, both), MedNeXt on the real source;
 4. cross-validation on the target (``cv/<arm>``): nnU-Net from scratch; fine-tuned from the
@@ -138,9 +140,13 @@ def real_cohorts(exp: Experiment, real: Path) -> dict[str, Path]:
     exp.record["split"] = split
     exp.record["cpu_estimate_seconds"] = estimate_cpu_seconds(s)
     source = _link_cases(exp.path("data", "source-real"), {c: cases[c].folder for c in split["source"]})
-    phantoms = exp.synthetic("phantoms", "adult", s.n_source, exp.seed * 10 + 1)
-    both = {c: source / c for c in split["source"]}
-    both.update({p.name: p for p in sorted(phantoms.iterdir()) if p.is_dir()})
+    phantoms, both = exp.path("data", "phantoms"), {c: source / c for c in split["source"]}
+    pretrained = [exp.path("pretrained", f"nnunet-{tag}", "model.json") for tag in EXTRA_SOURCES]
+    if not all(
+        p.exists() for p in pretrained
+    ):  # only pre-training reads the phantoms (a resumed run may not)
+        phantoms = exp.synthetic("phantoms", "adult", s.n_source, exp.seed * 10 + 1)
+        both.update({p.name: p for p in sorted(phantoms.iterdir()) if p.is_dir()})
     target = exp.path("data", "target")
     for case_id in split["target"]:
         if not (target / case_id).exists():
