@@ -18,7 +18,8 @@ Steps (each skips finished work, so an interrupted run resumes from its finished
    real source on random and on stratified folds; fine-tuned on stratified folds from the
    phantom and the combined sources; MedNeXt fine-tuned from the real source (stratified);
 5. the CV-weighted nnU-Net + MedNeXt ensemble: each fold's cases combined with weights chosen
-   on the *other* folds' out-of-fold Dice (nested, so the weights never saw the case);
+   on the *other* folds' out-of-fold Dice (nested, so the weights never saw the case); its two
+   members are cross-validated first and the ensemble made right after them (then the other arms);
 6. adaptive post-processing, leave-one-out: each case post-processed with the setting tuned
    (per radiomic cluster, as ``glioseg postprocess tune --clusters``) on the other cases;
 7. the pre-trained models (no fine-tuning) predict the whole target (they never saw it);
@@ -318,23 +319,31 @@ def run_real_experiment(
         pretrained[f"nnunet-{tag}"] = exp.pretrain(folders[cohort], nnunet, tag)["nnunet"]
     exp.save_state()
     target, stratified = folders["target"], splits["stratified"]
-    cv = {"nnunet-scratch": exp.cv_arm("nnunet-scratch", target, stratified, model=s.nnunet)}
-    cv["nnunet-ft-random"] = exp.cv_arm(
-        "nnunet-ft-random", target, splits["random"], pretrained=pretrained["nnunet"]
-    )
-    for key, source in (("", "nnunet"), ("-synthetic", "nnunet-synthetic"), ("-both", "nnunet-both")):
-        cv[f"nnunet-ft-stratified{key}"] = exp.cv_arm(
-            f"nnunet-ft-stratified{key}", target, stratified, pretrained=pretrained[source]
-        )
+    # (arm, folds, from scratch with this model or fine-tuned from this pre-trained model), in table order
+    plan = {
+        "nnunet-scratch": (stratified, s.nnunet, None),
+        "nnunet-ft-random": (splits["random"], "", "nnunet"),
+        "nnunet-ft-stratified": (stratified, "", "nnunet"),
+        "nnunet-ft-stratified-synthetic": (stratified, "", "nnunet-synthetic"),
+        "nnunet-ft-stratified-both": (stratified, "", "nnunet-both"),
+        "mednext-ft-stratified": (stratified, "", "mednext"),
+    }
+    # the ensemble's members run first and the ensemble right after them, so that their out-of-fold
+    # probabilities (~5 MB a case) are needed only briefly: a checkpoint between work sessions
+    # (scripts/experiment_checkpoint.py) need not keep them
+    runs = {}
+    for key in (*ENSEMBLE_MEMBERS, "ensemble", *plan):
+        if key == "ensemble":
+            members = {k: runs[k] for k in ENSEMBLE_MEMBERS}
+            oof = nested_ensemble(exp, members, stratified, target)
+            oof_pp = leave_one_out_postprocessing(exp, oof, target)
+        elif key not in runs:
+            folds, model, source = plan[key]
+            runs[key] = exp.cv_arm(
+                key, target, folds, model=model, pretrained=pretrained[source] if source else None
+            )
         exp.save_state()
-    cv["mednext-ft-stratified"] = exp.cv_arm(
-        "mednext-ft-stratified", target, stratified, pretrained=pretrained["mednext"]
-    )
-    exp.save_state()
-    members = {k: cv[k] for k in ENSEMBLE_MEMBERS}
-    oof = nested_ensemble(exp, members, stratified, target)
-    oof_pp = leave_one_out_postprocessing(exp, oof, target)
-    exp.save_state()
+    cv = {key: runs[key] for key in plan}
     arms = define_real_arms(pretrained, cv, oof, oof_pp)
     scores = score_arms(exp, arms, target, stage="oof")
     exp.timings["total_this_run"] = time.perf_counter() - began
