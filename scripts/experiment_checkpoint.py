@@ -21,7 +21,8 @@ remake:
 
 ``restore`` copies a checkpoint into ``RUN`` (refusing one that holds an experiment already);
 rerunning the experiment's command with ``--out RUN`` then continues it.  ``--log`` saves or
-restores the run's log beside it.  Both stage their copy and swap it in, so an interrupted save
+restores the run's log beside it (saved with the current folder's absolute path made relative:
+library warnings name their files by absolute path).  Both stage their copy and swap it in, so an interrupted save
 leaves the previous checkpoint whole.
 """
 
@@ -109,9 +110,13 @@ def save(run: Path, dest: Path, log: Path | None = None) -> list[Path]:
     if not (run / "experiment.json").is_file():
         raise SystemExit(f"{run}: no experiment.json (not a glioseg experiment folder)")
     files = [(run / rel, rel) for rel in checkpoint_files(run)]
-    if log is not None:
-        files.append((log, Path(LOG_NAME)))
-    _copy_staged(files, dest, replace=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if log is not None:  # warnings name installed files by absolute path: shown relative to here
+            text = log.read_text(encoding="utf-8", errors="replace")
+            portable = Path(tmp) / LOG_NAME
+            portable.write_text(text.replace(f"{Path.cwd().resolve()}/", ""), encoding="utf-8")
+            files.append((portable, Path(LOG_NAME)))
+        _copy_staged(files, dest, replace=True)
     return [rel for _, rel in files]
 
 

@@ -183,7 +183,10 @@ def test_real_tiny_experiment_scores_every_arm_out_of_fold_and_resumes(real_data
     # the same
     script = _checkpoint_script()
     original = json.loads((out / "results.json").read_text())
-    saved = script.save(out, tmp_path / "checkpoint")
+    log = tmp_path / "exp.log"
+    log.write_text(f"{Path.cwd().resolve()}/.venv/lib/warnings.py:1: a library warning\n")
+    saved = script.save(out, tmp_path / "checkpoint", log=log)
+    assert (tmp_path / "checkpoint" / "run.log").read_text() == ".venv/lib/warnings.py:1: a library warning\n"
     names = {str(rel) for rel in saved}
     assert not [n for n in names if n.startswith(("data/", "cache/")) or n.endswith(".ckpt")]
     assert not [n for n in names if n.startswith("cv/") and n.endswith("model.safetensors")]
@@ -193,7 +196,8 @@ def test_real_tiny_experiment_scores_every_arm_out_of_fold_and_resumes(real_data
     for name in pretrained:
         assert json.loads((tmp_path / "checkpoint" / name).read_text())["weights_dtype"] == "float16"
     resumed = tmp_path / "resumed"
-    script.restore(tmp_path / "checkpoint", resumed)
+    script.restore(tmp_path / "checkpoint", resumed, log=tmp_path / "resumed.log")
+    assert (tmp_path / "resumed.log").is_file() and not (resumed / "run.log").exists()
     # remade deterministically by the run; linked here to save CI time (the phantoms are not needed)
     (resumed / "data").mkdir()
     (resumed / "data" / "target").symlink_to(out / "data" / "target", target_is_directory=True)
