@@ -16,8 +16,8 @@ remake:
 - dropped: ``data/`` (the degraded copies of real cases are patient images; they are remade
   deterministically), ``cache/``, training checkpoints (``*.ckpt``), an unfinished pre-training
   or fold (it starts again: its checkpoint is larger than finished weights), the weights of a
-  fold whose held-out cases are predicted already, and out-of-fold probabilities once nothing
-  reads them (the CV-weighted ensemble reads those of its members until it is made).
+  fold whose held-out cases are predicted already, and out-of-fold probabilities unless the
+  CV-weighted ensemble still has to read them (those of its members, until it is made).
 
 ``restore`` copies a checkpoint into ``RUN`` (refusing one that holds an experiment already);
 rerunning the experiment's command with ``--out RUN`` then continues it.  ``--log`` saves or
@@ -53,12 +53,9 @@ def _run_folder(run: Path, rel: Path) -> Path | None:
 
 
 def _fold_predicted(fold: Path) -> bool:
-    """Every held-out case of a finished CV fold has out-of-fold probabilities (or its arm is done)."""
-    arm = fold.parent
-    if (arm / "cv_summary.json").is_file():
-        return True
+    """Every held-out case of a finished CV fold has its out-of-fold label map (written last)."""
     held_out = json.loads((fold / "run.json").read_text())["split"]["val"]
-    return all((arm / "oof" / f"{c}_probabilities.npz").is_file() for c in held_out)
+    return all((fold.parent / "oof" / f"{c}.nii.gz").is_file() for c in held_out)
 
 
 def _keep(run: Path, rel: Path) -> bool:
@@ -72,10 +69,8 @@ def _keep(run: Path, rel: Path) -> bool:
         if rel.name == "model.safetensors" and rel.parts[0] == "cv" and _fold_predicted(training):
             return False
     if rel.name.endswith("_probabilities.npz") and rel.parts[0] == "cv" and len(rel.parts) == 4:
-        arm = run / "cv" / rel.parts[1]
-        if (arm / "cv_summary.json").is_file():
-            member = rel.parts[1] in ENSEMBLE_MEMBERS
-            return member and not (run / "ensemble" / "weights.json").is_file()
+        member = rel.parts[1] in ENSEMBLE_MEMBERS
+        return member and not (run / "ensemble" / "weights.json").is_file()
     return True
 
 

@@ -210,6 +210,31 @@ def test_real_tiny_experiment_scores_every_arm_out_of_fold_and_resumes(real_data
     rescored = json.loads((resumed / "results.json").read_text())
     assert [a["scores"] for a in rescored["arms"]] == [a["scores"] for a in original["arms"]]
 
+    # a session that ended in the middle of an arm: its finished folds kept only their out-of-fold
+    # outputs, so the restored run trains the missing fold alone and predicts only its cases
+    partial = tmp_path / "partial"
+    shutil.copytree(tmp_path / "checkpoint", partial)
+    arm = partial / "cv" / "nnunet-ft-random"
+    held_out = json.loads((partial / "splits" / "random.json").read_text())[1]["val"]
+    for lost in [arm / "fold_1", arm / "cv", arm / "cv_summary.json"] + [
+        p for c in held_out for p in (arm / "oof").glob(f"{c}*")
+    ]:
+        shutil.rmtree(lost) if lost.is_dir() else lost.unlink()
+    resumed = tmp_path / "resumed-partial"
+    script.restore(partial, resumed)
+    (resumed / "data").mkdir()
+    (resumed / "data" / "target").symlink_to(out / "data" / "target", target_is_directory=True)
+    (resumed / "cache").symlink_to(out / "cache", target_is_directory=True)
+    again = runner.invoke(app, [a if a != str(out) else str(resumed) for a in args])
+    assert again.exit_code == 0, again.output
+    assert "[cv] nnunet-ft-random" in again.output and "[pretrain]" not in again.output
+    assert sorted(
+        p.parent.name for p in (resumed / "cv" / "nnunet-ft-random").glob("*/model.safetensors")
+    ) == ["fold_1"]
+    assert (
+        json.loads((resumed / "results.json").read_text())["arms"][4]["scores"]["case_id"] == split["target"]
+    )
+
 
 def _checkpoint_script():
     path = Path(__file__).resolve().parents[1] / "scripts" / "experiment_checkpoint.py"

@@ -60,8 +60,9 @@ def predict_out_of_fold(
 
     ``settings``: how (``glioseg train --fold all`` uses sliding windows with its ``--tta``; a
     benchmark can measure another configuration, ``benchmarks/oof_settings.py``).  ``only``: the
-    fold indices to predict (default all).  Cases whose probabilities exist are skipped, and so is
-    a fold with nothing left to predict (its weights are then not read).
+    fold indices to predict (default all).  Cases whose label map exists are skipped (it is written
+    after the case's other outputs), and so is a fold with nothing left to predict (its weights
+    are then not read).
     """
     from glioseg.infer.batch import PredictOptions, predict_cases
     from glioseg.infer.models import find_members
@@ -69,7 +70,7 @@ def predict_out_of_fold(
     cases = discover_cases(data).by_id()
     oof = Path(oof) if oof is not None else cv_dir / "oof"
     for k, fold in enumerate(folds):
-        todo = [cases[c] for c in fold["val"] if not (oof / f"{c}_probabilities.npz").exists()]
+        todo = [cases[c] for c in fold["val"] if not (oof / f"{c}.nii.gz").exists()]
         if not todo or (only is not None and k not in only):
             continue
         group = find_members(cv_dir / f"fold_{k}")
