@@ -201,9 +201,9 @@ def store_float16(path: str | Path) -> bool:
     trained with.  Returns False, changing nothing, when they already are float16.
     """
     stem = Path(path) / "model" if Path(path).is_dir() else Path(path).with_suffix("")
+    if read_json(stem.with_suffix(".json"), "model description").get("weights_dtype") == "float16":
+        return False  # decided from the description alone: a resumed run calls this for every model
     state, info = read_model_files(stem.with_suffix(".safetensors"))
-    if info.get("weights_dtype") == "float16":
-        return False
     kept = {k: v for k, v in info.items() if k not in ("format", "versions")}
     kept.setdefault("trained_with_versions", info.get("versions"))
     save_model(half_precision(state), {**kept, "weights_dtype": "float16"}, stem)
