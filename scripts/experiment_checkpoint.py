@@ -21,8 +21,8 @@ remake:
 
 ``restore`` copies a checkpoint into ``RUN`` (refusing one that holds an experiment already);
 rerunning the experiment's command with ``--out RUN`` then continues it.  ``--log`` saves or
-restores the run's log beside it (saved with the current folder's absolute path made relative:
-library warnings name their files by absolute path).  Both stage their copy and swap it in, so an interrupted save
+restores the run's log beside it.  Saved text files show paths under the current folder relative
+to it (prediction sidecars name their inputs by absolute path, library warnings their files).  Both stage their copy and swap it in, so an interrupted save
 leaves the previous checkpoint whole.
 """
 
@@ -41,6 +41,8 @@ from glioseg.experiment.real import ENSEMBLE_MEMBERS
 #: Remade by the run itself: cohorts (patient images) and preprocessing caches.
 REMADE = ("data", "cache")
 LOG_NAME = "run.log"
+#: Text files whose absolute paths under the current folder a saved copy shows relative to it.
+TEXT = (".json", ".csv", ".log", ".txt", ".md", ".yaml")
 
 
 def _run_folder(run: Path, rel: Path) -> Path | None:
@@ -105,12 +107,18 @@ def save(run: Path, dest: Path, log: Path | None = None) -> list[Path]:
     if not (run / "experiment.json").is_file():
         raise SystemExit(f"{run}: no experiment.json (not a glioseg experiment folder)")
     files = [(run / rel, rel) for rel in checkpoint_files(run)]
+    if log is not None:
+        files.append((log, Path(LOG_NAME)))
+    here = f"{Path.cwd().resolve()}/"
     with tempfile.TemporaryDirectory() as tmp:
-        if log is not None:  # warnings name installed files by absolute path: shown relative to here
-            text = log.read_text(encoding="utf-8", errors="replace")
-            portable = Path(tmp) / LOG_NAME
-            portable.write_text(text.replace(f"{Path.cwd().resolve()}/", ""), encoding="utf-8")
-            files.append((portable, Path(LOG_NAME)))
+        for i, (source, rel) in enumerate(files):
+            # prediction sidecars name their inputs, and library warnings their files, by absolute
+            # path: a committed copy shows them relative to the current folder
+            if rel.suffix in TEXT and here in (text := source.read_text(encoding="utf-8", errors="replace")):
+                portable = Path(tmp) / str(i) / rel.name
+                portable.parent.mkdir()
+                portable.write_text(text.replace(here, ""), encoding="utf-8")
+                files[i] = (portable, rel)
         _copy_staged(files, dest, replace=True)
     return [rel for _, rel in files]
 

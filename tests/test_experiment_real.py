@@ -105,7 +105,7 @@ def _stamps(out):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_real_tiny_experiment_scores_every_arm_out_of_fold_and_resumes(real_data, tmp_path):
+def test_real_tiny_experiment_scores_every_arm_out_of_fold_and_resumes(real_data, tmp_path, monkeypatch):
     real = _coarse_copies(real_data / "brats2018", tmp_path / "real")
     out = tmp_path / "exp"
     args = ["experiment", "transfer", "--out", str(out), "--scale", "real-tiny", "--real", str(real)]
@@ -184,8 +184,10 @@ def test_real_tiny_experiment_scores_every_arm_out_of_fold_and_resumes(real_data
     script = _checkpoint_script()
     original = json.loads((out / "results.json").read_text())
     log = tmp_path / "exp.log"
-    log.write_text(f"{Path.cwd().resolve()}/.venv/lib/warnings.py:1: a library warning\n")
+    log.write_text(f"{tmp_path.resolve()}/.venv/lib/warnings.py:1: a library warning\n")
+    monkeypatch.chdir(tmp_path)  # as a run in runs/ under the repository: paths under here made relative
     saved = script.save(out, tmp_path / "checkpoint", log=log)
+    assert not [p for p in (tmp_path / "checkpoint").rglob("*.json") if str(tmp_path) in p.read_text()]
     assert (tmp_path / "checkpoint" / "run.log").read_text() == ".venv/lib/warnings.py:1: a library warning\n"
     names = {str(rel) for rel in saved}
     assert not [n for n in names if n.startswith(("data/", "cache/")) or n.endswith(".ckpt")]
