@@ -14,7 +14,9 @@
 #   cpu  2 mm, 64^3 patches, 16 base features (the released "brats-2mm"; ~6 h on a 2-core CPU)
 #   gpu  1 mm, 128^3 patches, 32 base features (nnU-Net's BraTS plan; needs a CUDA GPU)
 #
-# Environment: DATA (labelled cases, default ../shared/data/brats2018), WORK, PROFILE, SEED.
+# Environment: DATA (labelled cases, default ../shared/data/brats2018), WORK, PROFILE, SEED,
+# DEST (folder the package stage writes the bundle into; default: the package's own bundled
+# models, i.e. a retrain replaces the shipped one; set it for a trial run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,7 +76,10 @@ stage_postprocess() {  # tuned on the ensemble's out-of-fold labels (nnU-Net's a
 stage_package() {
   local degraded=()
   [ -d "$WORK/degraded" ] && degraded=(--degraded "$WORK/degraded")
-  "$GLIOSEG" models package "$WORK" --name "$NAME" --data "$DATA" --card "$WORK/card-fields.json" "${degraded[@]}"
+  local dest=()
+  [ -n "${DEST:-}" ] && dest=(--dest "$DEST")
+  "$GLIOSEG" models package "$WORK" --name "$NAME" --data "$DATA" --card "$WORK/card-fields.json" \
+    "${degraded[@]}" "${dest[@]}"
 }
 
 stages=("$@")

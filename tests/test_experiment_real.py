@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from glioseg.cli import app
 from glioseg.experiment.real import split_real_cases
 from glioseg.experiment.scales import SCALES, estimate_cpu_seconds
+from glioseg.experiment.transfer import open_experiment
 from glioseg.postprocess.selection import leave_one_out
 
 ARMS = [
@@ -46,6 +47,18 @@ def test_the_real_scale_is_planned_within_six_cpu_hours():
     estimate = estimate_cpu_seconds(SCALES["real"])
     assert 3 * 3600 < sum(estimate.values()) <= 6 * 3600
     assert SCALES["real"].real_source + SCALES["real"].n_target == 21
+
+
+def test_a_resumed_run_lists_each_equivalent_command_once(tmp_path):
+    # a resumed real run redoes the degraded copies (they are not kept): the report's list of
+    # equivalent commands must not grow with every session
+    first = open_experiment(tmp_path, "tiny")
+    first.command("degrade", "REAL/a", "--seed", 0)
+    first.save_state()
+    resumed = open_experiment(tmp_path, "tiny")
+    resumed.command("degrade", "REAL/a", "--seed", 0)
+    resumed.command("degrade", "REAL/b", "--seed", 0)
+    assert resumed.commands == ["glioseg degrade REAL/a --seed 0", "glioseg degrade REAL/b --seed 0"]
 
 
 def test_split_of_the_21_cases_is_deterministic_disjoint_and_spread_over_collections():

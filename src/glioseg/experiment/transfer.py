@@ -54,7 +54,11 @@ class Experiment:
         self.printer(message)
 
     def command(self, *args: object) -> None:
-        self.commands.append("glioseg " + " ".join(shlex.quote(str(a)) for a in args))
+        """Record the CLI equivalent of a step, once: a resumed run that redoes a step (e.g. the
+        degraded target copies, which are not kept) does not list it again."""
+        line = "glioseg " + " ".join(shlex.quote(str(a)) for a in args)
+        if line not in self.commands:
+            self.commands.append(line)
 
     def save_state(self) -> None:
         """Write ``experiment.json``: scale, seed, settings, the commands and step times so far, the
@@ -381,7 +385,7 @@ def open_experiment(
         raise ConfigError(
             f"{out} holds a {previous.get('scale')!r} experiment; use another --out for {scale!r}"
         )
-    exp.commands = previous.get("commands", [])
+    exp.commands = list(dict.fromkeys(previous.get("commands", [])))
     exp.timings = previous.get("timings", {})
     return exp
 
