@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -51,6 +52,10 @@ def test_tiny_transfer_experiment_fills_its_report_and_resumes(tmp_path):
     assert "`glioseg experiment transfer --out EXP --scale tiny --seed 0`" in report  # how to reproduce it
     assert "glioseg synth" in report and "glioseg finetune" in report and "glioseg postprocess tune" in report
     assert set(results["comparisons"]) and all("verdict" in c for c in results["comparisons"].values())
+    # the training time is summed from every trained network's own record, which survives resumes
+    trained = [*(out / "pretrained").glob("**/model.json"), *(out / "cv").glob("**/model.json")]
+    found = re.search(r"each of the (\d+) trained networks", report)
+    assert found and int(found.group(1)) == len(trained) > 0
     html = (out / "report.html").read_text()
     assert "<table>" in html and "figures/case-worst.png" in html
     assert (out / "figures" / "case-best.png").exists()

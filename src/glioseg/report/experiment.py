@@ -338,8 +338,16 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
     doc.paragraph(
         "Time per step (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in exp.timings.items() if k != "total_this_run")
-        + f"; sum {total:.0f} s."
+        + f"; sum {total:.0f} s (each step as timed by the invocation that finished it: a step "
+        "interrupted and resumed counts only its last part)."
     )
+    trained = _training_time(exp.out)
+    if trained["runs"]:
+        doc.paragraph(
+            f"Network training, summed over the `training_time` of each of the {trained['runs']} "
+            f"trained networks' model.json (kept across resumes): {trained['wall_seconds'] / 3600:.2f} h "
+            f"wall, {trained['cpu_seconds'] / 3600:.2f} h of CPU time (all cores together)."
+        )
     if "cpu_estimate_seconds" in exp.record:
         estimate = exp.record["cpu_estimate_seconds"]
         doc.paragraph(
@@ -384,3 +392,16 @@ def write_report(exp, arms, scores: dict, folders: dict, pretrained: dict, cv_ru
 def exp_folder_is_synthetic(exp, name: str) -> bool:
     given = {"source": exp.source, "target": exp.target, "test": exp.test}[name]
     return given is None
+
+
+def _training_time(out: Path) -> dict[str, float]:
+    """Wall and CPU seconds of every network trained under ``out`` (pre-trained models and
+    cross-validation folds), from the ``training_time`` each run's model.json records."""
+    total = {"runs": 0, "wall_seconds": 0.0, "cpu_seconds": 0.0}
+    for meta in sorted(m for sub in ("pretrained", "cv") for m in (Path(out) / sub).glob("**/model.json")):
+        timing = json.loads(meta.read_text(encoding="utf-8")).get("training_time") or {}
+        if "wall_seconds" in timing:
+            total["runs"] += 1
+            total["wall_seconds"] += timing["wall_seconds"]
+            total["cpu_seconds"] += timing.get("cpu_seconds", 0.0)
+    return total
