@@ -395,17 +395,14 @@ def experiment(r: dict) -> str:
         )
         lines.append(f"- {claim}: **{c['verdict']}** ({diffs})")
     n = len(r["arms"][0]["scores"]["case_id"])
-    cohort = (
-        "synthetic"
-        if all(r["synthetic"].values())
-        else "real"
-        if not any(r["synthetic"].values())
-        else "mixed"
-    )
+    scored = r.get("scored_on", "test")  # runs before the real scale scored the test cohort
+    cohort = "synthetic" if r["synthetic"][scored] else "real"
+    if cohort == "real" and any(r["synthetic"].values()):
+        cohort += "; some arms pre-trained on synthetic phantoms"
     versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items() if k in ("python", "glioseg", "torch"))
     lines += [
         "",
-        f"*Scale `{r['scale']}`, seed {r['seed']}, {n} scored cases ({cohort} cohorts scored); {versions}; "
+        f"*Scale `{r['scale']}`, seed {r['seed']}, {n} scored {scored} cases ({cohort}); {versions}; "
         "rendered from the run's committed `results.json` by `python scripts/docs_numbers.py`.*",
     ]
     return "\n".join(lines) + "\n"
@@ -426,10 +423,14 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "train_memory_reuse": train_memory_reuse,
     "train_memory_reuse_nnunet": train_memory_reuse,
     "experiment_small": experiment,
+    "experiment_real": experiment,
 }
 
 # Results that are not benchmark output: an experiment's run, committed with its report.
-RESULT_FILES = {"experiment_small": ROOT / "docs" / "results" / "small" / "results.json"}
+RESULT_FILES = {
+    "experiment_small": ROOT / "docs" / "results" / "small" / "results.json",
+    "experiment_real": ROOT / "docs" / "results" / "real" / "results.json",
+}
 
 
 def result_file(name: str, results: Path = RESULTS) -> Path:

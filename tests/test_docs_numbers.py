@@ -47,6 +47,11 @@ def test_an_experiment_block_is_its_committed_run():
     first["scores"]["WT_dice"] = [1.0] * len(first["scores"]["WT_dice"])
     changed = script.experiment(result)
     assert changed != text and "1.000 ± 0.000" in changed.splitlines()[2]
+    # the footnote says what kind of cases were scored: the real run scores real (degraded) cases,
+    # although some of its arms were pre-trained on phantoms
+    real = script.experiment(json.loads(script.RESULT_FILES["experiment_real"].read_text()))
+    assert "scored target cases (real; some arms pre-trained on synthetic phantoms)" in real
+    assert "scored test cases (synthetic)" in text
 
 
 def test_a_changed_result_changes_the_docs(tmp_path):
