@@ -11,7 +11,8 @@
 # (see release/.gitignore), so training can be spread over several work sessions.
 #
 # Profiles (PROFILE=cpu|gpu):
-#   cpu  2 mm, 64^3 patches, 16 base features (the released "brats-2mm"; ~6 h on a 2-core CPU)
+#   cpu  2 mm, 64^3 patches, 16 base features (the released "brats-2mm"; measured 4.2 h on a
+#        2-core CPU where an nnU-Net iteration takes ~1.3 s; docs/models.md)
 #   gpu  1 mm, 128^3 patches, 32 base features (nnU-Net's BraTS plan; needs a CUDA GPU)
 #
 # Environment: DATA (labelled cases, default ../shared/data/brats2018), WORK, PROFILE, SEED,
