@@ -22,8 +22,9 @@ remake:
 ``restore`` copies a checkpoint into ``RUN`` (refusing one that holds an experiment already);
 rerunning the experiment's command with ``--out RUN`` then continues it.  ``--log`` saves or
 restores the run's log beside it.  Saved text files show paths under the current folder relative
-to it (prediction sidecars name their inputs by absolute path, library warnings their files).  Both stage their copy and swap it in, so an interrupted save
-leaves the previous checkpoint whole.
+to it (prediction sidecars name their inputs by absolute path, library warnings their files).
+Both stage their copy and swap it in, so an interrupted save leaves the previous checkpoint
+whole.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from glioseg.data.io import swap_folder
 from glioseg.experiment.real import ENSEMBLE_MEMBERS
+from glioseg.train.crossval import predicted_out_of_fold
 
 #: Remade by the run itself: cohorts (patient images) and preprocessing caches.
 REMADE = ("data", "cache")
@@ -57,7 +59,7 @@ def _run_folder(run: Path, rel: Path) -> Path | None:
 def _fold_predicted(fold: Path) -> bool:
     """Every held-out case of a finished CV fold has its out-of-fold label map (written last)."""
     held_out = json.loads((fold / "run.json").read_text())["split"]["val"]
-    return all((fold.parent / "oof" / f"{c}.nii.gz").is_file() for c in held_out)
+    return all(predicted_out_of_fold(fold.parent / "oof", c) for c in held_out)
 
 
 def _keep(run: Path, rel: Path) -> bool:

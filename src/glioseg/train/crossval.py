@@ -47,6 +47,12 @@ def run_fold(options: TrainOptions, fold: int, printer=print):
     return fold_dir
 
 
+def predicted_out_of_fold(oof: Path, case_id: str) -> bool:
+    """Whether ``case_id`` is done in the out-of-fold folder ``oof``: its label map exists (it is
+    written after the case's other outputs, so its probabilities may be gone and it still counts)."""
+    return (Path(oof) / f"{case_id}.nii.gz").exists()
+
+
 def predict_out_of_fold(
     cv_dir: Path,
     data: Path,
@@ -60,8 +66,8 @@ def predict_out_of_fold(
 
     ``settings``: how (``glioseg train --fold all`` uses sliding windows with its ``--tta``; a
     benchmark can measure another configuration, ``benchmarks/oof_settings.py``).  ``only``: the
-    fold indices to predict (default all).  Cases whose label map exists are skipped (it is written
-    after the case's other outputs), and so is a fold with nothing left to predict (its weights
+    fold indices to predict (default all).  Cases already predicted are skipped
+    (:func:`predicted_out_of_fold`), and so is a fold with nothing left to predict (its weights
     are then not read).
     """
     from glioseg.infer.batch import PredictOptions, predict_cases
@@ -70,7 +76,7 @@ def predict_out_of_fold(
     cases = discover_cases(data).by_id()
     oof = Path(oof) if oof is not None else cv_dir / "oof"
     for k, fold in enumerate(folds):
-        todo = [cases[c] for c in fold["val"] if not (oof / f"{c}.nii.gz").exists()]
+        todo = [cases[c] for c in fold["val"] if not predicted_out_of_fold(oof, c)]
         if not todo or (only is not None and k not in only):
             continue
         group = find_members(cv_dir / f"fold_{k}")
